@@ -1,0 +1,76 @@
+"""libs.events — the contract between services: facts, topics, and their wire codec."""
+
+from libs.events.acquisition import (
+    ConcentratorOffline,
+    ConcentratorOnline,
+    MeterLostContact,
+    MeterOnline,
+    MeterRegistered,
+    MeterReplaced,
+    MeterUpdated,
+    Rate,
+    ReadingFailed,
+    ReadingRecorded,
+    Route,
+    RouteSwitched,
+)
+from libs.events.base import REGISTRY, Event, EventRegistry, event_id_for, new_event_id, utcnow
+from libs.events.billing import (
+    AccountOpened,
+    AlarmCleared,
+    AlarmRaised,
+    AllowanceAccepted,
+    BalanceChanged,
+    ClearAccepted,
+    RechargeAccepted,
+    RefundAccepted,
+    TariffPublished,
+)
+from libs.events.codec import Codec, EventDecodeError, PackedMessage, pack_readings, partition_for
+from libs.events.control import CommandAcknowledged, CommandFailed, CommandRequested, CommandSent
+from libs.events.notify import NotificationDelivered, NotificationFailed, NotificationRequested
+from libs.events.topics import CATALOGUE, Topic
+
+__all__ = [
+    "CATALOGUE",
+    "REGISTRY",
+    "AccountOpened",
+    "AlarmCleared",
+    "AlarmRaised",
+    "AllowanceAccepted",
+    "BalanceChanged",
+    "ClearAccepted",
+    "Codec",
+    "CommandAcknowledged",
+    "CommandFailed",
+    "CommandRequested",
+    "CommandSent",
+    "ConcentratorOffline",
+    "ConcentratorOnline",
+    "Event",
+    "EventDecodeError",
+    "EventRegistry",
+    "MeterLostContact",
+    "MeterOnline",
+    "MeterRegistered",
+    "MeterReplaced",
+    "MeterUpdated",
+    "NotificationDelivered",
+    "NotificationFailed",
+    "NotificationRequested",
+    "PackedMessage",
+    "Rate",
+    "ReadingFailed",
+    "ReadingRecorded",
+    "RechargeAccepted",
+    "RefundAccepted",
+    "Route",
+    "RouteSwitched",
+    "TariffPublished",
+    "Topic",
+    "event_id_for",
+    "new_event_id",
+    "pack_readings",
+    "partition_for",
+    "utcnow",
+]

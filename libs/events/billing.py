@@ -1,0 +1,133 @@
+"""Facts of money and tariffs (MISSION.md B1–B5). Money is integer fen, never float."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, Field
+
+from libs.events.base import Event, event
+from libs.events.topics import ALARMS, BILLING, TARIFFS
+
+
+class BillingMode(StrEnum):
+    """How an account pays."""
+
+    PREPAID = "prepaid"
+    POSTPAID = "postpaid"
+
+
+@event("billing.v1.tariff_published", TARIFFS.name)
+class TariffPublished(Event):
+    """A version of a tariff takes effect at ``effective_from`` (subject: tariff id).
+
+    ``definition`` is the tariff body (single, compound, proportional, time-of-use, tiered or
+    combinations), validated by the billing service's tariff model.
+    """
+
+    tariff_id: str
+    version: int = Field(ge=1)
+    name: str
+    effective_from: AwareDatetime
+    definition: dict[str, Any]
+
+
+@event("billing.v1.account_opened", BILLING.name)
+class AccountOpened(Event):
+    """An account was opened (开户) for one or more meters (subject: account id)."""
+
+    account_id: str
+    mode: BillingMode
+    meter_ids: tuple[str, ...]
+    tariff_id: str
+    holder: str
+    phone: str | None = None
+    wechat_openid: str | None = None
+    overdraft_fen: int = Field(default=0, ge=0)  # arrears begin at balance <= -overdraft
+    opened_by: str
+
+
+class MoneyEvent(Event):
+    """A money movement with the caller's idempotency key; ``event_id`` derives from it."""
+
+    account_id: str
+    amount_fen: int = Field(gt=0)
+    idempotency_key: str = Field(min_length=1, max_length=128)
+    operator_id: str
+
+
+@event("billing.v1.recharge_accepted", BILLING.name)
+class RechargeAccepted(MoneyEvent):
+    """Money paid in (售电); ``channel`` is cash, wechat, alipay, bank, campus_card, kiosk."""
+
+    channel: str
+    payment_order_id: str | None = None
+
+
+@event("billing.v1.refund_accepted", BILLING.name)
+class RefundAccepted(MoneyEvent):
+    """Money paid back out (退电)."""
+
+    reason: str = ""
+
+
+@event("billing.v1.clear_accepted", BILLING.name)
+class ClearAccepted(Event):
+    """The balance was set to zero (清零), e.g. on account closing."""
+
+    account_id: str
+    idempotency_key: str = Field(min_length=1, max_length=128)
+    operator_id: str
+    reason: str = ""
+
+
+@event("billing.v1.allowance_accepted", BILLING.name)
+class AllowanceAccepted(MoneyEvent):
+    """A base allowance (基础金额) was granted, e.g. a free quota for the semester ``period``."""
+
+    period: str
+
+
+@event("billing.v1.balance_changed", BILLING.name)
+class BalanceChanged(Event):
+    """The ledger moved: ``delta_fen`` caused by event ``causation_id``; ``balance_fen`` after it."""
+
+    account_id: str
+    delta_fen: int
+    balance_fen: int
+    reason: str  # recharge | refund | clear | allowance | charge | adjustment
+
+
+class AlarmKind(StrEnum):
+    """What an alarm is about."""
+
+    BALANCE_LEVEL1 = "balance_level1"
+    BALANCE_LEVEL2 = "balance_level2"
+    ARREARS = "arrears"
+    OVERLOAD = "overload"
+    MALIGNANT_LOAD = "malignant_load"
+    LOST_CONTACT = "lost_contact"
+    CONSUMPTION_ANOMALY = "consumption_anomaly"
+    PURCHASE_COUNT_MISMATCH = "purchase_count_mismatch"
+    COMMAND_TIMEOUT = "command_timeout"
+
+
+@event("billing.v1.alarm_raised", ALARMS.name)
+class AlarmRaised(Event):
+    """An alarm started (subject: the account or meter it concerns)."""
+
+    alarm_id: str
+    kind: AlarmKind
+    severity: int = Field(ge=1, le=3)
+    message: str
+    details: dict[str, str] = Field(default_factory=dict)
+
+
+@event("billing.v1.alarm_cleared", ALARMS.name)
+class AlarmCleared(Event):
+    """An alarm ended."""
+
+    alarm_id: str
+    kind: AlarmKind
+    reason: str

@@ -1,0 +1,120 @@
+"""Bytes on the wire ⇄ events, with upcasting, unknown-type skipping and batched readings.
+
+Wire format: one JSON object per Kafka message, ``{"type": "<subsystem>.vN.<name>", …fields}``.
+High-volume readings also travel packed: ``{"type": "acquisition.v1.reading_batch",
+"readings": [<reading_recorded>, …]}`` — each reading keeps its own event id, and every meter in
+one batch maps to the partition the batch is written to, the same partition a single message
+keyed by that meter id would go to (Kafka's default murmur2 partitioner). Consumers call
+:meth:`Codec.decode`, which returns a list for both forms, so they never care which one arrived.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from kafka.partitioner.default import murmur2
+from pydantic import ValidationError
+
+# Importing the fact modules registers them.
+from libs.events import acquisition, billing, control, notify  # noqa: F401
+from libs.events.acquisition import ReadingRecorded
+from libs.events.base import REGISTRY, Event, EventRegistry, new_event_id
+
+BATCH_TYPE = "acquisition.v1.reading_batch"
+
+
+class EventDecodeError(ValueError):
+    """A message that is not a valid event: not JSON, no type, or fields that fail validation.
+
+    Unknown *types* are not errors (they are counted and skipped); a known type with a bad
+    payload is, so that the consumer can dead-letter it instead of losing it.
+    """
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java, kafka-python, aiokafka) picks for a key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(frozen=True)
+class PackedMessage:
+    """One Kafka message carrying several readings of meters that share a partition."""
+
+    partition: int
+    key: bytes
+    value: bytes
+    count: int
+
+
+@dataclass
+class Codec:
+    """Encodes and decodes events for one registry; counts what it skipped."""
+
+    registry: EventRegistry = field(default_factory=lambda: REGISTRY)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def encode(self, event: Event) -> bytes:
+        """One event as the JSON bytes of a Kafka message value."""
+        if not event.TYPE:
+            raise TypeError(f"{type(event).__name__} is not a registered event type")
+        body = event.model_dump_json().encode()
+        return b'{"type":"' + event.TYPE.encode() + b'",' + body[1:] if body != b"{}" else body
+
+    def encode_batch(self, readings: Sequence[ReadingRecorded], batch_id: str | None = None) -> bytes:
+        """Several readings as one message value (see :func:`pack_readings` for partitioning)."""
+        parts = [self.encode(r) for r in readings]
+        head = b'{"type":"' + BATCH_TYPE.encode() + b'","batch_id":"' + (batch_id or new_event_id()).encode()
+        return head + b'","readings":[' + b",".join(parts) + b"]}"
+
+    def decode(self, value: bytes) -> list[Event]:
+        """All events in one message value: one, several (a batch) or none (an unknown type)."""
+        try:
+            doc = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise EventDecodeError(f"message is not JSON: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+            raise EventDecodeError("message has no string 'type' field")
+        if doc["type"] == BATCH_TYPE:
+            readings = doc.get("readings")
+            if not isinstance(readings, list):
+                raise EventDecodeError("reading batch has no 'readings' list")
+            return [e for item in readings for e in self._one(item)]
+        return self._one(doc)
+
+    def _one(self, doc: Any) -> list[Event]:
+        if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
+            raise EventDecodeError("event has no string 'type' field")
+        payload = dict(doc)
+        type_name = payload.pop("type")
+        resolved = self.registry.resolve(type_name, payload)
+        if resolved is None:
+            self.skipped[type_name] += 1
+            return []
+        cls, payload = resolved
+        try:
+            return [cls.model_validate(payload)]
+        except ValidationError as exc:
+            raise EventDecodeError(f"{type_name}: {exc}") from None
+
+
+def pack_readings(
+    readings: Iterable[ReadingRecorded], partitions: int, max_per_message: int = 500, codec: Codec | None = None
+) -> list[PackedMessage]:
+    """Group readings by their meter's partition into messages of at most ``max_per_message``.
+
+    Within a partition the readings keep their input order, so per-meter order survives.
+    """
+    codec = codec or Codec()
+    by_partition: dict[int, list[ReadingRecorded]] = {}
+    for reading in readings:
+        by_partition.setdefault(partition_for(reading.key, partitions), []).append(reading)
+    messages = []
+    for partition, items in sorted(by_partition.items()):
+        for start in range(0, len(items), max_per_message):
+            chunk = items[start : start + max_per_message]
+            messages.append(PackedMessage(partition, chunk[0].key, codec.encode_batch(chunk), len(chunk)))
+    return messages
