@@ -1,0 +1,83 @@
+"""Hypothesis strategies for any event model, derived from its pydantic fields."""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import annotated_types
+from hypothesis import strategies as st
+from pydantic import AwareDatetime, BaseModel
+from pydantic.fields import FieldInfo
+
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
+_aware = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.sampled_from(
+        [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))]
+    )
+)
+
+
+def _bounds(info: FieldInfo | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in info.metadata if info else []:
+        if isinstance(m, annotated_types.Ge):
+            out["min_value"] = m.ge
+        elif isinstance(m, annotated_types.Gt):
+            out["min_value"] = m.gt + 1
+        elif isinstance(m, annotated_types.Le):
+            out["max_value"] = m.le
+        elif isinstance(m, annotated_types.MinLen):
+            out["min_size"] = m.min_length
+        elif isinstance(m, annotated_types.MaxLen):
+            out["max_size"] = m.max_length
+    return out
+
+
+def for_type(tp: Any, info: FieldInfo | None = None) -> st.SearchStrategy[Any]:
+    """A strategy producing valid values of annotation ``tp``."""
+    b = _bounds(info)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is AwareDatetime or tp is datetime:
+        return _aware
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of(*(for_type(a, info) for a in args))
+    if tp is type(None):
+        return st.none()
+    if origin is typing.Annotated:
+        return for_type(args[0], info)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return st.sampled_from(list(tp))
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return model(tp)
+    if tp is bool:
+        return st.booleans()
+    if tp is int:
+        return st.integers(min_value=b.get("min_value", -(2**53)), max_value=b.get("max_value", 2**53))
+    if tp is Decimal:
+        return st.decimals(min_value=-(10**9), max_value=10**9, places=4, allow_nan=False, allow_infinity=False)
+    if tp is str:
+        lo, hi = b.get("min_size", 0), min(b.get("max_size", 20), 20)
+        return st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=lo, max_size=hi)
+    if origin is dict:
+        return st.dictionaries(for_type(args[0]), for_type(args[1]), max_size=3)
+    if origin is tuple:
+        return st.lists(for_type(args[0]), max_size=3).map(tuple)
+    if origin is list:
+        return st.lists(for_type(args[0]), max_size=3)
+    if tp is Any:
+        return st.one_of(st.integers(), _text, st.booleans())
+    raise NotImplementedError(f"no strategy for {tp!r}")
+
+
+@functools.cache
+def model(cls: type[BaseModel]) -> st.SearchStrategy[Any]:
+    """Instances of ``cls`` with every field drawn from its annotation and constraints."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields = {name: for_type(hints[name], info) for name, info in cls.model_fields.items()}
+    return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
