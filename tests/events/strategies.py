@@ -81,3 +81,38 @@ def model(cls: type[BaseModel]) -> st.SearchStrategy[Any]:
     hints = typing.get_type_hints(cls, include_extras=True)
     fields = {name: for_type(hints[name], info) for name, info in cls.model_fields.items()}
     return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
+
+
+def sample_value(tp: Any, info: FieldInfo | None = None, name: str = "x") -> Any:
+    """A deterministic valid value of annotation ``tp`` (every optional part filled in)."""
+    b = _bounds(info)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is AwareDatetime or tp is datetime:
+        return datetime(2026, 11, 21, 8, 30, 15, 250000, tzinfo=UTC)
+    if origin in (typing.Union, types.UnionType):
+        return sample_value(next(a for a in args if a is not type(None)), info, name)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return list(tp)[-1]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return sample(tp)
+    if tp is bool:
+        return True
+    if tp is int:
+        return max(b.get("min_value", 7), min(7, b.get("max_value", 7)))
+    if tp is Decimal:
+        return Decimal("1234.56")
+    if tp is str:
+        return f"{name}-1"
+    if origin is dict:
+        return {sample_value(args[0], None, name): sample_value(args[1], None, name)}
+    if origin in (tuple, list):
+        return origin([sample_value(args[0], None, name)])
+    if tp is Any:
+        return {"kind": "single", "price_fen_per_kwh": 56}
+    raise NotImplementedError(f"no sample for {tp!r}")
+
+
+def sample(cls: type[BaseModel]) -> Any:
+    """One fully populated instance of ``cls``."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return cls(**{name: sample_value(hints[name], info, name) for name, info in cls.model_fields.items()})
