@@ -1,0 +1,148 @@
+"""The control port: JSON lines over TCP on 127.0.0.1, one request and one reply per line.
+
+Request ``{"op": NAME, ...}``; reply ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+Meters are named ``bus/address`` (e.g. ``c1-b1/000000000001``).
+
+====================  ==================================================================
+op                    arguments
+====================  ==================================================================
+``status``            — (returns the bus endpoints)
+``meter``             ``meter`` (returns registers, relay/valve, balance, meter clock)
+``offline``           ``meter``, ``on`` (default true)
+``dead``              ``concentrator``, ``on`` (default true)
+``link``              ``bus``, ``kind`` (corrupt/split/delay/drop, or null to clear),
+                      ``index``, ``mask``, ``seconds``, ``count``
+``rollover``          ``meter``, ``value`` (default 999999.9)
+``replace``           ``meter``, ``new_address`` (optional)
+``drift``             ``meter``, ``ppm`` and/or ``offset_s``
+``relay``             ``meter``, ``closed`` (relay or valve, as from the field)
+``recharge``          ``meter``, ``amount``
+``advance``           ``seconds`` (only when the site runs on a manual clock)
+====================  ==================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from .clock import ManualClock
+from .faults import LinkFault
+from .runtime import Site
+
+
+def meter_view(site: Site, meter_id: str) -> dict[str, Any]:
+    """The state of one meter as JSON (advanced to now first)."""
+    state = site.meter(meter_id).state
+    state.advance()
+    return {
+        "address": state.address,
+        "total": round(state.total, 2),
+        "rates": {k: round(v, 2) for k, v in state.rates.items()},
+        "relay_closed": state.relay_closed,
+        "balance": round(state.balance, 2),
+        "purchases": state.purchases,
+        "meter_time": state.meter_time().isoformat(),
+        "replaced": state.replaced_count,
+    }
+
+
+def apply(site: Site, request: dict[str, Any]) -> dict[str, Any]:
+    """Carry out one control request; return the reply (never raises for a bad request)."""
+    op = request.get("op")
+    try:
+        if op == "status":
+            return {"ok": True, "buses": site.endpoints()}
+        if op == "meter":
+            return {"ok": True, "meter": meter_view(site, request["meter"])}
+        if op == "offline":
+            site.set_offline(request["meter"], bool(request.get("on", True)))
+        elif op == "dead":
+            site.set_dead(request["concentrator"], bool(request.get("on", True)))
+        elif op == "link":
+            kind = request.get("kind")
+            fault = (
+                None
+                if kind is None
+                else LinkFault(
+                    kind=kind,
+                    index=int(request.get("index", -2)),
+                    mask=int(request.get("mask", 1)),
+                    seconds=float(request.get("seconds", 0.2)),
+                    count=request.get("count"),
+                )
+            )
+            site.set_link_fault(request["bus"], fault)
+        elif op == "rollover":
+            site.rollover(request["meter"], float(request.get("value", 999999.9)))
+        elif op == "replace":
+            site.replace(request["meter"], request.get("new_address"))
+        elif op == "drift":
+            site.drift(request["meter"], request.get("ppm"), request.get("offset_s"))
+        elif op == "relay":
+            site.meter(request["meter"]).state.set_relay(bool(request["closed"]))
+        elif op == "recharge":
+            site.meter(request["meter"]).state.recharge(float(request["amount"]))
+        elif op == "advance":
+            if not isinstance(site.clock, ManualClock):
+                return {"ok": False, "error": "advance needs a manual clock"}
+            return {"ok": True, "now": site.clock.advance(float(request["seconds"])).isoformat()}
+        else:
+            return {"ok": False, "error": f"unknown op {op!r}"}
+    except (KeyError, ValueError, TypeError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True}
+
+
+class ControlPort:
+    """A JSON-lines TCP server driving :func:`apply` on a site."""
+
+    def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.site = site
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen; ``port`` 0 picks a free port, read back from :attr:`port`."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    reply = (
+                        apply(self.site, request)
+                        if isinstance(request, dict)
+                        else {"ok": False, "error": "request must be a JSON object"}
+                    )
+                except json.JSONDecodeError as exc:
+                    reply = {"ok": False, "error": f"bad JSON: {exc}"}
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):  # see TcpPassThrough._serve
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def stop(self) -> None:
+        """Stop listening and drop connections."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None

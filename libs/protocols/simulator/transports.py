@@ -1,0 +1,143 @@
+"""How a client reaches a bus: TCP pass-through (a DTU / serial server) or a pseudo-terminal.
+
+Both are thin: they move raw bus bytes between the outside and :meth:`Bus.feed` and hand the
+bus a ``write`` for the reply. Neither frames nor paces anything; the bus does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tty
+from itertools import count
+
+from .bus import Bus, Endpoint
+
+log = logging.getLogger(__name__)
+_ids = count(1)
+
+
+class TcpPassThrough:
+    """One listening TCP port per bus, like a GPRS/4G DTU passing RS-485 bytes through."""
+
+    def __init__(self, bus: Bus, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.bus = bus
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen; ``port`` 0 picks a free port, read back from :attr:`port`."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+
+        async def write(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        endpoint = Endpoint(f"{self.bus.name}/tcp{next(_ids)}", write)
+        try:
+            while data := await reader.read(4096):
+                await self.bus.feed(endpoint, data)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # stop() cancels connections; end normally, since asyncio's start_server callback
+            # logs a cancelled connection task as an error.
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    def describe(self) -> dict[str, object]:
+        """The endpoint as printed by the CLI."""
+        return {"tcp": f"{self.host}:{self.port}"}
+
+
+class PtySerial:
+    """A pseudo-terminal whose slave end (``/dev/pts/N``) a client opens with pyserial.
+
+    We keep our own handle on the slave open, so the master never sees EIO when a client
+    closes it, and set it raw so the line discipline neither echoes nor edits bus bytes.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.path = ""
+        self._master = -1
+        self._slave = -1
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the pty and start moving bytes."""
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        os.set_blocking(self._master, False)
+        self.path = os.ttyname(self._slave)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._master, self._readable)
+        self._pump = asyncio.create_task(self._run(), name=f"pty {self.path}")
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self._master, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: no slave open; cannot happen while we hold ours
+            return
+        if data:
+            self._queue.put_nowait(data)
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            os.write(self._master, data)
+        except BlockingIOError:
+            log.debug("pty %s: output buffer full, reply bytes dropped", self.path)
+
+    async def _run(self) -> None:
+        endpoint = Endpoint(f"{self.bus.name}/pty", self._write)
+        while True:
+            data = await self._queue.get()
+            try:
+                await self.bus.feed(endpoint, data)
+            except OSError:
+                log.exception("pty %s: write failed", self.path)
+
+    async def stop(self) -> None:
+        """Close the pty."""
+        if self._master < 0:
+            return
+        asyncio.get_running_loop().remove_reader(self._master)
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        os.close(self._master)
+        os.close(self._slave)
+        self._master = self._slave = -1
+
+    def describe(self) -> dict[str, object]:
+        """The endpoint as printed by the CLI."""
+        return {"pty": self.path}
