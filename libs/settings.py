@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,7 +31,8 @@ class CommonSettings(BaseSettings):
         default=None, description="Kafka bootstrap servers host:port[,host:port]; unset = embedded Tansu"
     )
     clickhouse_dsn: str | None = Field(
-        default=None, description="ClickHouse DSN: http(s)://user:pass@host:8123/db or chdb:///path; unset = chDB"
+        default=None,
+        description="ClickHouse DSN: http(s)://user:pass@host:8123/db or chdb:///path; unset = chDB",
     )
     state_dir: Path = Field(default=Path(".meterflow"), description="local state of the embedded stack")
     project_id: str = Field(default="demo", min_length=1, description="default project (tenant) id")
@@ -73,7 +74,7 @@ class CommonSettings(BaseSettings):
 S = TypeVar("S", bound=BaseSettings)
 
 
-def load(cls: type[S], **overrides: object) -> S:
+def load(cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment, raising :class:`ConfigError` naming each bad field."""
     try:
         return cls(**overrides)

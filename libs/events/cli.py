@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,10 +23,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest message")
     tail.add_argument("-n", "--limit", type=int, default=0, help="stop after N events (0 = no limit)")
     tail.add_argument("--follow", action="store_true", help="keep waiting for new events")
-    tail.add_argument("--idle", type=float, default=2.0, help="without --follow: stop after this many quiet seconds")
+    tail.add_argument(
+        "--idle", type=float, default=2.0, help="without --follow: stop after this many quiet seconds"
+    )
 
 
-async def tail(bootstrap: str, args: argparse.Namespace, out: object = sys.stdout) -> int:
+async def tail(bootstrap: str, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Print events of ``args.topic``; returns the number printed."""
     counts = partition_counts(bootstrap, [args.topic])
     if args.topic not in counts:
@@ -48,12 +51,21 @@ async def tail(bootstrap: str, args: argparse.Namespace, out: object = sys.stdou
                     try:
                         events = codec.decode(record.value)
                     except EventDecodeError as exc:
-                        print(orjson.dumps({"partition": tp.partition, "offset": record.offset,
-                                            "error": str(exc)}).decode(), file=out, flush=True)
+                        print(
+                            orjson.dumps(
+                                {"partition": tp.partition, "offset": record.offset, "error": str(exc)}
+                            ).decode(),
+                            file=out,
+                            flush=True,
+                        )
                         continue
                     for event in events:
-                        doc = {"partition": tp.partition, "offset": record.offset, "type": event.TYPE,
-                               **event.model_dump(mode="json")}
+                        doc = {
+                            "partition": tp.partition,
+                            "offset": record.offset,
+                            "type": event.TYPE,
+                            **event.model_dump(mode="json"),
+                        }
                         print(orjson.dumps(doc).decode(), file=out, flush=True)
                         printed += 1
                         if args.limit and printed >= args.limit:

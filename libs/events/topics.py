@@ -35,7 +35,10 @@ class Topic:
 
 
 REGISTRY_TOPIC = Topic(
-    "mf.registry", 6, "meter or concentrator id", "topology: meters and concentrators registered, updated, replaced"
+    "mf.registry",
+    6,
+    "meter or concentrator id",
+    "topology: meters and concentrators registered, updated, replaced",
 )
 READINGS = Topic(
     "mf.readings", 12, "meter id", "readings (single and batched) and failed reads", retention_ms=FOREVER
@@ -46,9 +49,15 @@ BILLING = Topic("mf.billing", 6, "account id", "accounts, money movements, balan
 ALARMS = Topic("mf.alarms", 6, "subject id (account or meter)", "alarms raised and cleared")
 COMMANDS = Topic("mf.commands", 6, "meter id", "relay / valve / parameter command lifecycle")
 NOTIFICATIONS = Topic(
-    "mf.notifications", 3, "recipient", "notifications requested, delivered, failed", retention_ms=180 * DAY_MS
+    "mf.notifications",
+    3,
+    "recipient",
+    "notifications requested, delivered, failed",
+    retention_ms=180 * DAY_MS,
 )
-DEAD_LETTER = Topic("mf.dead-letter", 1, "original key", "messages a consumer could not process after retries")
+DEAD_LETTER = Topic(
+    "mf.dead-letter", 1, "original key", "messages a consumer could not process after retries"
+)
 
 CATALOGUE: tuple[Topic, ...] = (
     REGISTRY_TOPIC,

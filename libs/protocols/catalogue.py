@@ -96,8 +96,16 @@ def _energy_block(di: str, name: str, element: DataItem) -> DataItem:
     return replace(element, di=di, name=name, members=members, variable=True)
 
 
-def _phase_block(table: dict[str, DataItem], prefix: str, name: str, unit: str, digits: int,
-                 decimals: int, signed: bool, total: bool) -> None:
+def _phase_block(
+    table: dict[str, DataItem],
+    prefix: str,
+    name: str,
+    unit: str,
+    digits: int,
+    decimals: int,
+    signed: bool,
+    total: bool,
+) -> None:
     members = []
     for code, phase in ([(0, "total")] if total else []) + list(PHASES.items()):
         item = DataItem(f"{prefix}{code:02X}00", f"{name}_{phase}", unit, digits, decimals, signed)
@@ -163,8 +171,12 @@ def _build_2007() -> dict[str, DataItem]:
 
 def _build_1997() -> dict[str, DataItem]:
     table: dict[str, DataItem] = {}
-    kinds = {0x901: "forward_active", 0x902: "reverse_active", 0x911: "forward_reactive",
-             0x912: "reverse_reactive"}
+    kinds = {
+        0x901: "forward_active",
+        0x902: "reverse_active",
+        0x911: "forward_reactive",
+        0x912: "reverse_reactive",
+    }
     for kind_code, kname in kinds.items():
         unit = "kWh" if kind_code < 0x910 else "kvarh"
         # 90xx/91xx current, 94xx/95xx last month, 98xx/99xx the month before (DL/T 645-1997 table B)
@@ -256,8 +268,9 @@ def _decode_element(item: DataItem, raw: bytes, protocol: str) -> list[tuple[str
             moment = datetime(2000, 1, 1, int(digits[0:2]), int(digits[2:4]), int(digits[4:6]))
             return [(item.name, (moment.strftime("%H:%M:%S"), ""))]
         # ymdhm: YYMMDDhhmm
-        moment = datetime(2000 + int(digits[0:2]), int(digits[2:4]), int(digits[4:6]),
-                          int(digits[6:8]), int(digits[8:10]))
+        moment = datetime(
+            2000 + int(digits[0:2]), int(digits[2:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:10])
+        )
         return [(item.name, (moment.strftime("%Y-%m-%d %H:%M"), ""))]
     except ValueError as exc:
         raise _error(protocol, f"{item.name}: impossible value {digits}: {exc}") from None

@@ -142,15 +142,16 @@ def _encode(args: argparse.Namespace) -> bytes:
     if args.request == "read-address":
         return dlt645.encode(dlt645.read_address(), preamble)
     if args.request == "relay":
-        frame = dlt645.relay_control(args.address, RELAY_ACTIONS[args.action], args.valid_until,
-                                     args.password, args.operator)
+        frame = dlt645.relay_control(
+            args.address, RELAY_ACTIONS[args.action], args.valid_until, args.password, args.operator
+        )
         return dlt645.encode(frame, preamble)
     if args.request == "time-sync":
         when = args.time or datetime.now().replace(microsecond=0)
         if args.protocol == "dlt645-1997":
             return dlt645_1997.encode(dlt645_1997.broadcast_time(when, args.address), preamble)
         return dlt645.encode(dlt645.broadcast_time(when, args.address), preamble)
-    (_, cjt188), = _codecs("cjt188")
+    ((_, cjt188),) = _codecs("cjt188")
     address = cjt188.address_from_display(args.address)
     frame = cjt188.build_valve(address, args.meter_type, args.action == "open")
     return bytes(cjt188.encode(frame, preamble))

@@ -71,8 +71,15 @@ class RelayAction(IntEnum):
     KEEP_POWER_RELEASE = 0x3B
 
 
-ERRORS = {0: "other", 1: "no_data", 2: "unauthorised", 3: "baud_unchangeable",
-          4: "year_zones_exceeded", 5: "day_periods_exceeded", 6: "tariffs_exceeded"}
+ERRORS = {
+    0: "other",
+    1: "no_data",
+    2: "unauthorised",
+    3: "baud_unchangeable",
+    4: "year_zones_exceeded",
+    5: "day_periods_exceeded",
+    6: "tariffs_exceeded",
+}
 BAUD_BITS = {600: 1, 1200: 2, 2400: 3, 4800: 4, 9600: 5, 19200: 6}
 
 # function -> ((request min, max), (normal reply min, max) or None when no reply exists)
@@ -213,8 +220,9 @@ def read_address() -> Frame:
     return Frame(WILDCARD, Function.READ_ADDRESS)
 
 
-def write(address: str, di: str, data: bytes, password: str = "02000000",
-          operator: str = "00000000") -> Frame:
+def write(
+    address: str, di: str, data: bytes, password: str = "02000000", operator: str = "00000000"
+) -> Frame:
     """Write-data request 14H: DI, password PA P0 P1 P2, operator code C0..C3, data."""
     head = _di(di) + _code(password, "password") + _code(operator, "operator")[::-1]
     return Frame(address, Function.WRITE, head + data)
@@ -237,14 +245,23 @@ def change_baud(address: str, baud: int) -> Frame:
     return Frame(address, Function.CHANGE_BAUD, bytes([1 << BAUD_BITS[baud]]))
 
 
-def relay_control(address: str, action: RelayAction, valid_until: datetime,
-                  password: str = "02000000", operator: str = "00000000") -> Frame:
+def relay_control(
+    address: str,
+    action: RelayAction,
+    valid_until: datetime,
+    password: str = "02000000",
+    operator: str = "00000000",
+) -> Frame:
     """Relay control 1CH (trip, close allowed, alarm, keep power …) valid until a time.
 
     ``password`` is PA P0 P1 P2 in wire order; ``operator`` is C3..C0 in display order.
     """
-    data = (_code(password, "password") + _code(operator, "operator")[::-1]
-            + bytes([RelayAction(action), 0]) + link.datetime_to_wire(valid_until, PROTOCOL))
+    data = (
+        _code(password, "password")
+        + _code(operator, "operator")[::-1]
+        + bytes([RelayAction(action), 0])
+        + link.datetime_to_wire(valid_until, PROTOCOL)
+    )
     return Frame(address, Function.RELAY, data)
 
 
@@ -283,8 +300,12 @@ def relay_command(frame: Frame) -> RelayCommand:
         action = RelayAction(data[8])
     except ValueError:
         raise FrameError(PROTOCOL, "data", f"unknown relay action N1=0x{data[8]:02X}") from None
-    return RelayCommand(data[0:4].hex().upper(), data[4:8][::-1].hex().upper(), action,
-                        link.datetime_from_wire(data[10:16], PROTOCOL))
+    return RelayCommand(
+        data[0:4].hex().upper(),
+        data[4:8][::-1].hex().upper(),
+        action,
+        link.datetime_from_wire(data[10:16], PROTOCOL),
+    )
 
 
 def values(frame: Frame) -> dict[str, catalogue.Reading]:
@@ -303,8 +324,11 @@ def values(frame: Frame) -> dict[str, catalogue.Reading]:
         return out
     if fn == Function.RELAY and not frame.reply and len(data) == 16:
         cmd = relay_command(frame)
-        return {"action": (cmd.action.name.lower(), ""), "operator": (cmd.operator, ""),
-                "valid_until": (cmd.valid_until.isoformat(), "")}
+        return {
+            "action": (cmd.action.name.lower(), ""),
+            "operator": (cmd.operator, ""),
+            "valid_until": (cmd.valid_until.isoformat(), ""),
+        }
     if fn == Function.CHANGE_BAUD:
         bauds = [b for b, bit in BAUD_BITS.items() if data[0] == 1 << bit]
         return {"baud": (Decimal(bauds[0]) if bauds else None, "bd")}
@@ -313,8 +337,17 @@ def values(frame: Frame) -> dict[str, catalogue.Reading]:
 
 def describe(frame: Frame) -> dict[str, Any]:
     """The JSON view of ``frame`` printed by ``meterflow frame decode``."""
-    return link.describe(PROTOCOL, frame.address, frame.control, frame.di, frame.error_code,
-                         values(frame), ERRORS, function=_name(frame.function), more=frame.more)
+    return link.describe(
+        PROTOCOL,
+        frame.address,
+        frame.control,
+        frame.di,
+        frame.error_code,
+        values(frame),
+        ERRORS,
+        function=_name(frame.function),
+        more=frame.more,
+    )
 
 
 def _name(function: int) -> str:

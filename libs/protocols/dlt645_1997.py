@@ -49,8 +49,14 @@ class Function(IntEnum):
     CHANGE_BAUD = 0x0C
 
 
-ERRORS = {0: "illegal_data", 1: "di_wrong", 2: "password_wrong", 4: "year_zones_exceeded",
-          5: "day_periods_exceeded", 6: "tariffs_exceeded"}
+ERRORS = {
+    0: "illegal_data",
+    1: "di_wrong",
+    2: "password_wrong",
+    4: "year_zones_exceeded",
+    5: "day_periods_exceeded",
+    6: "tariffs_exceeded",
+}
 BAUD_BITS = {600: 1, 1200: 2, 2400: 3, 4800: 4, 9600: 5}
 
 _LENGTHS: dict[int, tuple[tuple[int, int], tuple[int, int] | None]] = {
@@ -213,6 +219,14 @@ def values(frame: Frame) -> dict[str, catalogue.Reading]:
 
 def describe(frame: Frame) -> dict[str, Any]:
     """The JSON view of ``frame`` printed by ``meterflow frame decode``."""
-    return link.describe(PROTOCOL, frame.address, frame.control, frame.di, frame.error_code,
-                         values(frame), ERRORS, function=Function(frame.function).name.lower(),
-                         more=frame.more)
+    return link.describe(
+        PROTOCOL,
+        frame.address,
+        frame.control,
+        frame.di,
+        frame.error_code,
+        values(frame),
+        ERRORS,
+        function=Function(frame.function).name.lower(),
+        more=frame.more,
+    )

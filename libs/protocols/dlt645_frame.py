@@ -143,8 +143,12 @@ def datetime_from_wire(raw: bytes, protocol: str) -> datetime:
     digits = digits_from_bcd(raw, protocol, "date-time")  # display order YYMMDDhhmmss
     try:
         return datetime(
-            2000 + int(digits[0:2]), int(digits[2:4]), int(digits[4:6]),
-            int(digits[6:8]), int(digits[8:10]), int(digits[10:12]),
+            2000 + int(digits[0:2]),
+            int(digits[2:4]),
+            int(digits[4:6]),
+            int(digits[6:8]),
+            int(digits[8:10]),
+            int(digits[10:12]),
         )
     except ValueError as exc:
         raise FrameError(protocol, "data", f"impossible date-time {digits}: {exc}") from None
@@ -162,9 +166,16 @@ def error_names(code: int, names: dict[int, str]) -> list[str]:
     return [names.get(bit, f"bit{bit}") for bit in range(8) if code >> bit & 1]
 
 
-def describe(protocol: str, address: str, control: int, di: str | None, error_code: int | None,
-             values: Mapping[str, tuple[object, str]], error_bits: dict[int, str],
-             **extra: object) -> dict[str, Any]:
+def describe(
+    protocol: str,
+    address: str,
+    control: int,
+    di: str | None,
+    error_code: int | None,
+    values: Mapping[str, tuple[object, str]],
+    error_bits: dict[int, str],
+    **extra: object,
+) -> dict[str, Any]:
     """The JSON view shared by both editions; Decimal values become exact strings."""
     return {
         "protocol": protocol,

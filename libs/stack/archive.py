@@ -42,17 +42,23 @@ class ArchiveError(Exception):
 
 def archived_next_offsets(client: Client) -> dict[TopicPartition, int]:
     """Per archived partition, the offset after the last one archived."""
-    rows = client.query(f"SELECT topic, partition, max(offset) FROM {TABLE} GROUP BY topic, partition").result_rows
+    rows = client.query(
+        f"SELECT topic, partition, max(offset) FROM {TABLE} GROUP BY topic, partition"
+    ).result_rows
     return {TopicPartition(t, int(p)): int(m) + 1 for t, p, m in rows}
 
 
 def archived_counts(client: Client) -> dict[TopicPartition, int]:
     """Per archived partition, the number of distinct messages archived."""
-    rows = client.query(f"SELECT topic, partition, count() FROM {TABLE} FINAL GROUP BY topic, partition").result_rows
+    rows = client.query(
+        f"SELECT topic, partition, count() FROM {TABLE} FINAL GROUP BY topic, partition"
+    ).result_rows
     return {TopicPartition(t, int(p)): int(c) for t, p, c in rows}
 
 
-def _row(topic: str, partition: int, offset: int, key: bytes | None, value: bytes, ts_ms: int) -> list[object]:
+def _row(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes, ts_ms: int
+) -> list[object]:
     match = _TYPE.match(value or b"")
     type_name = match.group(1).decode() if match else ""
     return [topic, partition, offset, key, value or b"", datetime.fromtimestamp(ts_ms / 1000, UTC), type_name]
@@ -78,12 +84,17 @@ class Archiver:
         tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
         archived = await asyncio.to_thread(archived_next_offsets, self.client)
         marks = await high_watermarks(self.bootstrap, tps)
-        behind = [f"{tp.topic}[{tp.partition}] broker {marks[tp]} < archive {archived[tp]}"
-                  for tp in tps if marks[tp] < archived.get(tp, 0)]
+        behind = [
+            f"{tp.topic}[{tp.partition}] broker {marks[tp]} < archive {archived[tp]}"
+            for tp in tps
+            if marks[tp] < archived.get(tp, 0)
+        ]
         if behind:
             raise ArchiveError("broker is missing archived messages (restore first): " + "; ".join(behind))
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await self._consumer.start()
@@ -147,7 +158,9 @@ async def restore(bootstrap: str, client: Client, chunk: int = 20000) -> Restore
     by_topic: dict[str, int] = {}
     for tp in nexts:
         by_topic[tp.topic] = max(by_topic.get(tp.topic, 0), tp.partition + 1)
-    topics = [BY_NAME.get(name) or Topic(name, n, "?", "restored from the archive") for name, n in by_topic.items()]
+    topics = [
+        BY_NAME.get(name) or Topic(name, n, "?", "restored from the archive") for name, n in by_topic.items()
+    ]
     await asyncio.to_thread(ensure_topics, bootstrap, topics)
     marks = await high_watermarks(bootstrap, list(nexts))
     todo, present = [], []
@@ -155,9 +168,13 @@ async def restore(bootstrap: str, client: Client, chunk: int = 20000) -> Restore
         if marks[tp] == nxt:
             present.append(f"{tp.topic}[{tp.partition}]")
         elif marks[tp] != 0:
-            raise ArchiveError(f"{tp.topic}[{tp.partition}] holds {marks[tp]} messages, archive {nxt}: not empty")
+            raise ArchiveError(
+                f"{tp.topic}[{tp.partition}] holds {marks[tp]} messages, archive {nxt}: not empty"
+            )
         elif counts[tp] != nxt:
-            raise ArchiveError(f"archive of {tp.topic}[{tp.partition}] has gaps ({counts[tp]} messages up to {nxt})")
+            raise ArchiveError(
+                f"archive of {tp.topic}[{tp.partition}] has gaps ({counts[tp]} messages up to {nxt})"
+            )
         else:
             todo.append(tp)
     restored: dict[str, int] = {}
@@ -171,7 +188,9 @@ async def restore(bootstrap: str, client: Client, chunk: int = 20000) -> Restore
     return RestoreReport(restored, tuple(present))
 
 
-async def _restore_partition(client: Client, producer: AIOKafkaProducer, tp: TopicPartition, chunk: int) -> int:
+async def _restore_partition(
+    client: Client, producer: AIOKafkaProducer, tp: TopicPartition, chunk: int
+) -> int:
     written, low = 0, 0
     while True:
         result = await asyncio.to_thread(
@@ -192,6 +211,8 @@ async def _restore_partition(client: Client, producer: AIOKafkaProducer, tp: Top
         metas = await asyncio.gather(*futures)
         for (offset, *_), meta in zip(rows, metas, strict=True):
             if meta.offset != offset:
-                raise ArchiveError(f"{tp.topic}[{tp.partition}]: archived offset {offset} restored at {meta.offset}")
+                raise ArchiveError(
+                    f"{tp.topic}[{tp.partition}]: archived offset {offset} restored at {meta.offset}"
+                )
         written += len(rows)
         low = int(rows[-1][0]) + 1

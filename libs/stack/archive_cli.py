@@ -56,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_archive_forever(settings.kafka_bootstrap, settings))
         client = open_client(settings.clickhouse_target)
         report = asyncio.run(restore(settings.kafka_bootstrap, client))
-        print(f"restored {sum(report.restored.values())} messages into {len(report.restored)} partitions; "
-              f"{len(report.already_present)} partitions already complete")
+        print(
+            f"restored {sum(report.restored.values())} messages into {len(report.restored)} partitions; "
+            f"{len(report.already_present)} partitions already complete"
+        )
         return 0
     except (ConfigError, BrokerError, StoreError, ArchiveError) as exc:
         print(f"meterflow archive: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from a fetch response instead, which every broker reports correctly (shared/BROK
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import shutil
 import socket
@@ -74,7 +74,9 @@ def check_reachable(bootstrap: str, timeout: float = 5.0) -> None:
 class EmbeddedBroker:
     """A Tansu broker process on a loopback port, memory storage (data dies with it)."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_path = log_path
@@ -90,14 +92,26 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                raise BrokerError(f"Tansu exited with code {self.process.returncode} (port {self.port} in use?)")
+                raise BrokerError(
+                    f"Tansu exited with code {self.process.returncode} (port {self.port} in use?)"
+                )
             try:
                 check_reachable(self.bootstrap, timeout=1.0)
                 return self
@@ -136,12 +150,10 @@ def ensure_topics(bootstrap: str, topics: Iterable[Topic]) -> TopicReport:
         present = set(admin.list_topics())
         missing = [t for name, t in wanted.items() if name not in present]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won the race
                 admin.create_topics(
                     [NewTopic(t.name, t.partitions, 1, topic_configs=t.configs) for t in missing]
                 )
-            except TopicAlreadyExistsError:  # a concurrent creator won the race: fine
-                pass
         existing = sorted(set(wanted) & present)
         mismatched = []
         if existing:
@@ -205,8 +217,3 @@ def group_offsets(bootstrap: str) -> dict[str, dict[TopicPartition, int]]:
         }
     finally:
         admin.close()
-
-
-def run(coro: object) -> object:
-    """Run a coroutine from sync code (helper for CLI tools)."""
-    return asyncio.run(coro)  # type: ignore[arg-type]

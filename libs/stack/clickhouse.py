@@ -36,7 +36,9 @@ def open_client(dsn: str) -> Client:
             raise StoreError(
                 f"ClickHouse store {dsn} is held by another process (the running `meterflow dev`?)"
             ) from None
-        raise StoreError(f"cannot open ClickHouse at {dsn}: {text.splitlines()[0] if text else exc!r}") from None
+        raise StoreError(
+            f"cannot open ClickHouse at {dsn}: {text.splitlines()[0] if text else exc!r}"
+        ) from None
 
 
 def health(client: Client) -> dict[str, Any]:

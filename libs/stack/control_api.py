@@ -34,7 +34,9 @@ class StackCollector(Collector):
         archived = CounterMetricFamily("mf_archive_messages", "messages copied into the event-log archive")
         archived.add_metric([], self.stack.archiver.archived if self.stack.archiver else 0)
         yield archived
-        restored = GaugeMetricFamily("mf_archive_restored_messages", "messages restored into the broker at start")
+        restored = GaugeMetricFamily(
+            "mf_archive_restored_messages", "messages restored into the broker at start"
+        )
         restored.add_metric([], sum(self.stack.restored.values()))
         yield restored
         up = GaugeMetricFamily("mf_service_up", "1 while a service process runs", labels=["service"])
@@ -62,7 +64,9 @@ def build_app(stack: Stack) -> FastAPI:
     @app.get("/readyz")
     async def readyz() -> Response:
         ok = archiving()
-        return JSONResponse({"ready": ok, "archiver": "running" if ok else "stopped"}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"ready": ok, "archiver": "running" if ok else "stopped"}, status_code=200 if ok else 503
+        )
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -86,8 +90,11 @@ def build_app(stack: Stack) -> FastAPI:
                 "restored_at_start": sum(stack.restored.values()),
             },
             "services": {
-                s.spec.name: {"pid": s.process.pid, "running": s.process.returncode is None,
-                              "announced": s.announced[:50]}
+                s.spec.name: {
+                    "pid": s.process.pid,
+                    "running": s.process.returncode is None,
+                    "announced": s.announced[:50],
+                }
                 for s in stack.services
             },
         }

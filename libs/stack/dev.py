@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import logging
@@ -42,8 +43,12 @@ STACK_FILE = "stack.json"
 class DevSettings(CommonSettings):
     """Settings of `meterflow dev`."""
 
-    http_port: int = Field(default=8700, ge=1, le=65535, description="port of the stack's /status, /healthz, /metrics")
-    broker_port: int | None = Field(default=None, ge=1, le=65535, description="embedded Tansu port; unset = free")
+    http_port: int = Field(
+        default=8700, ge=1, le=65535, description="port of the stack's /status, /healthz, /metrics"
+    )
+    broker_port: int | None = Field(
+        default=None, ge=1, le=65535, description="embedded Tansu port; unset = free"
+    )
     simulate: bool = Field(default=True, description="start the simulated site of meters")
 
 
@@ -95,15 +100,13 @@ class Service:
 
     async def pump_output(self) -> None:
         assert self.process.stdout is not None
-        with open(self.log_path, "ab") as out:
+        with open(self.log_path, "ab") as out:  # noqa: ASYNC230 - a local log file, written line by line
             async for line in self.process.stdout:
                 out.write(line)
                 out.flush()
                 if line.startswith(b"{") and len(self.announced) < 100:
-                    try:
+                    with contextlib.suppress(ValueError):  # not every line starting with { is JSON
                         self.announced.append(json.loads(line))
-                    except ValueError:
-                        pass
 
 
 class Stack:
@@ -168,8 +171,14 @@ class Stack:
         env = dict(os.environ, MF_KAFKA_BOOTSTRAP=self.bootstrap, PYTHONUNBUFFERED="1")
         env.pop("MF_CLICKHOUSE_DSN", None) if not self.settings.clickhouse_dsn else None
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli", *spec.argv,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True,
+            sys.executable,
+            "-m",
+            "services.cli",
+            *spec.argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         service = Service(spec, process, self.logs / f"{spec.name}.log")
         service.pump = asyncio.create_task(service.pump_output())

@@ -26,7 +26,9 @@ class HttpServer:
     """Serve a FastAPI app on host:port inside the running event loop."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
         self.server = _QuietServer(config)
         self.task: asyncio.Task[None] | None = None
 

@@ -48,14 +48,22 @@ def broker_report(bootstrap: str) -> dict[str, Any]:
     counts = partition_counts(bootstrap)
     tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
     marks = asyncio.run(high_watermarks(bootstrap, tps))
-    topics = {t: {"partitions": n, "messages": sum(marks[TopicPartition(t, p)] for p in range(n))}
-              for t, n in counts.items()}
+    topics = {
+        t: {"partitions": n, "messages": sum(marks[TopicPartition(t, p)] for p in range(n))}
+        for t, n in counts.items()
+    }
     missing = [t.name for t in CATALOGUE if t.name not in counts]
     groups = {}
     for group, offsets in group_offsets(bootstrap).items():
         lag = {f"{tp.topic}[{tp.partition}]": max(marks.get(tp, off) - off, 0) for tp, off in offsets.items()}
         groups[group] = {"lag": sum(lag.values()), "partitions": lag}
-    return {"ok": not missing, "bootstrap": bootstrap, "topics": topics, "missing_topics": missing, "groups": groups}
+    return {
+        "ok": not missing,
+        "bootstrap": bootstrap,
+        "topics": topics,
+        "missing_topics": missing,
+        "groups": groups,
+    }
 
 
 def clickhouse_report(settings: CommonSettings) -> dict[str, Any]:
@@ -81,7 +89,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _print_text(report: dict[str, Any]) -> None:
     b, c = report["broker"], report["clickhouse"]
-    print(f"broker      {'ok' if b.get('ok') else 'FAIL'}  {b.get('bootstrap', '')} {b.get('error', '')}".rstrip())
+    print(
+        f"broker      {'ok' if b.get('ok') else 'FAIL'}  {b.get('bootstrap', '')} {b.get('error', '')}".rstrip()
+    )
     for name, t in sorted(b.get("topics", {}).items()):
         print(f"  topic     {name:<20} partitions {t['partitions']:>3}  messages {t['messages']:>10}")
     for name in b.get("missing_topics", []):
@@ -92,8 +102,10 @@ def _print_text(report: dict[str, Any]) -> None:
     print(f"clickhouse  {'ok' if c.get('ok') else 'FAIL'}  {c.get('dsn', '')} {detail}".rstrip())
     if c.get("archive"):
         a = c["archive"]
-        print(f"  archive   running={a['running']} archived_this_run={a['archived_this_run']} "
-              f"restored_at_start={a['restored_at_start']}")
+        print(
+            f"  archive   running={a['running']} archived_this_run={a['archived_this_run']} "
+            f"restored_at_start={a['restored_at_start']}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,8 +119,12 @@ def run(args: argparse.Namespace) -> int:
         broker = broker_report(resolve_bootstrap(settings))
     except BrokerError as exc:
         broker = {"ok": False, "error": str(exc)}
-    report = {"broker": broker, "clickhouse": clickhouse_report(settings)}
-    report["ok"] = bool(broker.get("ok") and report["clickhouse"].get("ok"))
+    store = clickhouse_report(settings)
+    report: dict[str, Any] = {
+        "broker": broker,
+        "clickhouse": store,
+        "ok": bool(broker.get("ok") and store.get("ok")),
+    }
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

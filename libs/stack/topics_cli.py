@@ -13,15 +13,19 @@ from libs.stack.status import resolve_bootstrap
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Arguments of `meterflow topics`."""
-    parser.add_argument("action", choices=["list", "create"], help="list the catalogue, or create missing topics")
+    parser.add_argument(
+        "action", choices=["list", "create"], help="list the catalogue, or create missing topics"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `meterflow topics`."""
     if args.action == "list":
         for t in CATALOGUE:
-            print(f"{t.name:<18} partitions {t.partitions:>3}  key: {t.key:<28} retention.ms {t.retention_ms:>12}"
-                  f"  {t.description}")
+            print(
+                f"{t.name:<18} partitions {t.partitions:>3}  key: {t.key:<28} retention.ms {t.retention_ms:>12}"
+                f"  {t.description}"
+            )
         return 0
     try:
         report = ensure_topics(resolve_bootstrap(load(CommonSettings)), CATALOGUE)

@@ -23,10 +23,15 @@ async def producer(bootstrap: str, **kwargs: Any) -> AsyncIterator[AIOKafkaProdu
 
 
 @asynccontextmanager
-async def group_consumer(bootstrap: str, group: str, *topics: str, **kwargs: Any) -> AsyncIterator[AIOKafkaConsumer]:
+async def group_consumer(
+    bootstrap: str, group: str, *topics: str, **kwargs: Any
+) -> AsyncIterator[AIOKafkaConsumer]:
     options: dict[str, Any] = {
-        "group_id": group, "auto_offset_reset": "earliest", "enable_auto_commit": False,
-        "session_timeout_ms": SESSION_TIMEOUT_MS, "heartbeat_interval_ms": 1000,
+        "group_id": group,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+        "heartbeat_interval_ms": 1000,
     }
     options.update(kwargs)
     c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **options)
@@ -37,16 +42,18 @@ async def group_consumer(bootstrap: str, group: str, *topics: str, **kwargs: Any
         await c.stop()
 
 
-async def send_all(p: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes | None, bytes]], **kw: Any) -> list[Any]:
+async def send_all(
+    p: AIOKafkaProducer, topic: str, items: Sequence[tuple[bytes | None, bytes]], **kw: Any
+) -> list[Any]:
     """Send without awaiting each one, then wait for every acknowledgement."""
     futures = [await p.send(topic, key=k, value=v, **kw) for k, v in items]
     return list(await asyncio.gather(*futures))
 
 
-async def take(c: AIOKafkaConsumer, n: int, timeout: float = 30.0) -> list[Any]:
+async def take(c: AIOKafkaConsumer, n: int, within: float = 30.0) -> list[Any]:
     """Exactly the next ``n`` records (fails the test on timeout)."""
     out: list[Any] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while len(out) < n:
             batch = await c.getmany(timeout_ms=500, max_records=n - len(out))
             for records in batch.values():

@@ -32,7 +32,9 @@ def tansu_lacks(reason: str) -> pytest.MarkDecorator:
 def _topic(bootstrap: str, name: str, partitions: int, **configs: str) -> str:
     t = Topic(name, partitions, "test", "conformance")
     if configs:
-        t = Topic(name, partitions, "test", "conformance", cleanup_policy=configs.pop("cleanup.policy", "delete"))
+        t = Topic(
+            name, partitions, "test", "conformance", cleanup_policy=configs.pop("cleanup.policy", "delete")
+        )
     from kafka.admin import KafkaAdminClient, NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -134,10 +136,18 @@ async def test_list_offsets_end_is_exact_after_batched_produce(bootstrap: str, t
 
 @tansu_lacks("cleanup.policy=compact is accepted but nothing is ever compacted")
 async def test_compaction_keeps_the_last_value_per_key(bootstrap: str, topic_name: str) -> None:
-    _topic(bootstrap, topic_name, 1, **{
-        "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.001",
-        "delete.retention.ms": "100", "min.compaction.lag.ms": "0",
-    })
+    _topic(
+        bootstrap,
+        topic_name,
+        1,
+        **{
+            "cleanup.policy": "compact",
+            "segment.ms": "100",
+            "min.cleanable.dirty.ratio": "0.001",
+            "delete.retention.ms": "100",
+            "min.compaction.lag.ms": "0",
+        },
+    )
     async with producer(bootstrap) as p:
         for round_ in range(5):
             await send_all(p, topic_name, [(f"k{i}".encode(), str(round_).encode()) for i in range(10)])
@@ -208,8 +218,14 @@ def test_kafka_python_group_consumer_gets_an_assignment(bootstrap: str, topic_na
     from kafka import KafkaConsumer
 
     ensure_topics(bootstrap, [Topic(topic_name, 2, "k", "t")])
-    c = KafkaConsumer(topic_name, bootstrap_servers=bootstrap, group_id=_group(), session_timeout_ms=10000,
-                      auto_offset_reset="earliest", consumer_timeout_ms=1000)
+    c = KafkaConsumer(
+        topic_name,
+        bootstrap_servers=bootstrap,
+        group_id=_group(),
+        session_timeout_ms=10000,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+    )
     try:
         for _ in range(15):
             c.poll(timeout_ms=1000)

@@ -17,9 +17,9 @@ from pydantic.fields import FieldInfo
 
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 _aware = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.sampled_from(
-        [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))]
-    )
+    min_value=datetime(2000, 1, 1),
+    max_value=datetime(2100, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))]),
 )
 
 
@@ -60,10 +60,14 @@ def for_type(tp: Any, info: FieldInfo | None = None) -> st.SearchStrategy[Any]:
     if tp is int:
         return st.integers(min_value=b.get("min_value", -(2**53)), max_value=b.get("max_value", 2**53))
     if tp is Decimal:
-        return st.decimals(min_value=-(10**9), max_value=10**9, places=4, allow_nan=False, allow_infinity=False)
+        return st.decimals(
+            min_value=-(10**9), max_value=10**9, places=4, allow_nan=False, allow_infinity=False
+        )
     if tp is str:
         lo, hi = b.get("min_size", 0), min(b.get("max_size", 20), 20)
-        return st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=lo, max_size=hi)
+        return st.text(
+            alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=lo, max_size=hi
+        )
     if origin is dict:
         return st.dictionaries(for_type(args[0]), for_type(args[1]), max_size=3)
     if origin is tuple:

@@ -17,21 +17,37 @@ from tests.events.strategies import model
 
 ALL_TYPES = sorted(REGISTRY.types(), key=lambda cls: cls.TYPE)
 REQUIRED = {
-    "acquisition.v1.meter_registered", "acquisition.v1.meter_updated", "acquisition.v1.meter_replaced",
-    "acquisition.v1.reading_recorded", "acquisition.v1.reading_failed", "acquisition.v1.meter_online",
-    "acquisition.v1.meter_lost_contact", "acquisition.v1.concentrator_online",
-    "acquisition.v1.concentrator_offline", "billing.v1.tariff_published", "billing.v1.account_opened",
-    "billing.v1.recharge_accepted", "billing.v1.refund_accepted", "billing.v1.clear_accepted",
-    "billing.v1.allowance_accepted", "billing.v1.balance_changed", "billing.v1.alarm_raised",
-    "billing.v1.alarm_cleared", "control.v1.command_requested", "control.v1.command_sent",
-    "control.v1.command_acknowledged", "control.v1.command_failed", "notify.v1.notification_requested",
-    "notify.v1.notification_delivered", "notify.v1.notification_failed",
+    "acquisition.v1.meter_registered",
+    "acquisition.v1.meter_updated",
+    "acquisition.v1.meter_replaced",
+    "acquisition.v1.reading_recorded",
+    "acquisition.v1.reading_failed",
+    "acquisition.v1.meter_online",
+    "acquisition.v1.meter_lost_contact",
+    "acquisition.v1.concentrator_online",
+    "acquisition.v1.concentrator_offline",
+    "billing.v1.tariff_published",
+    "billing.v1.account_opened",
+    "billing.v1.recharge_accepted",
+    "billing.v1.refund_accepted",
+    "billing.v1.clear_accepted",
+    "billing.v1.allowance_accepted",
+    "billing.v1.balance_changed",
+    "billing.v1.alarm_raised",
+    "billing.v1.alarm_cleared",
+    "control.v1.command_requested",
+    "control.v1.command_sent",
+    "control.v1.command_acknowledged",
+    "control.v1.command_failed",
+    "notify.v1.notification_requested",
+    "notify.v1.notification_delivered",
+    "notify.v1.notification_failed",
 }
 
 
 def test_every_required_fact_is_registered_on_a_catalogued_topic() -> None:
     names = {cls.TYPE for cls in ALL_TYPES}
-    assert REQUIRED <= names
+    assert names >= REQUIRED
     for cls in ALL_TYPES:
         assert cls.TOPIC in BY_NAME, cls.TYPE
         assert str(TypeName.parse(cls.TYPE)) == cls.TYPE
@@ -52,9 +68,12 @@ def test_round_trip(cls: type[Event], data: st.DataObject) -> None:
 
 def _reading(meter: str, kwh: str = "1.00") -> ReadingRecorded:
     return ReadingRecorded(
-        project_id="p1", subject_id=meter, meter_id=meter,
+        project_id="p1",
+        subject_id=meter,
+        meter_id=meter,
         registers={"active_import_kwh": {"total": Decimal(kwh)}},
-        received_at=utcnow(), route=Route(concentrator_id="c1", bus_id="b1"),
+        received_at=utcnow(),
+        route=Route(concentrator_id="c1", bus_id="b1"),
     )
 
 
@@ -67,10 +86,15 @@ def test_money_and_registers_stay_exact() -> None:
     assert back.registers["active_import_kwh"]["total"] == Decimal("999999.99")
 
 
-@given(st.lists(st.sampled_from([f"meter-{i}" for i in range(40)]), min_size=1, max_size=300),
-       st.integers(min_value=1, max_value=24), st.integers(min_value=1, max_value=50))
+@given(
+    st.lists(st.sampled_from([f"meter-{i}" for i in range(40)]), min_size=1, max_size=300),
+    st.integers(min_value=1, max_value=24),
+    st.integers(min_value=1, max_value=50),
+)
 @settings(max_examples=50, deadline=None)
-def test_packed_readings_keep_identity_order_and_partition(meters: list[str], partitions: int, size: int) -> None:
+def test_packed_readings_keep_identity_order_and_partition(
+    meters: list[str], partitions: int, size: int
+) -> None:
     codec = Codec()
     readings = [_reading(m) for m in meters]
     messages = pack_readings(readings, partitions, max_per_message=size, codec=codec)
@@ -84,7 +108,9 @@ def test_packed_readings_keep_identity_order_and_partition(meters: list[str], pa
         seen += decoded  # type: ignore[arg-type]
     assert sorted(r.event_id for r in seen) == sorted(r.event_id for r in readings)
     for meter in set(meters):  # per-meter order survives packing
-        assert [r.event_id for r in seen if r.meter_id == meter] == [r.event_id for r in readings if r.meter_id == meter]
+        assert [r.event_id for r in seen if r.meter_id == meter] == [
+            r.event_id for r in readings if r.meter_id == meter
+        ]
 
 
 # Reference hashes from Apache Kafka's UtilsTest.testMurmur2 (Java, signed 32-bit).
@@ -123,7 +149,8 @@ def test_unknown_types_are_counted_and_skipped_not_fatal() -> None:
         (b"[1,2]", "no string 'type'"),
         (b'{"type": 5}', "no string 'type'"),
         (b'{"type":"billing.v1.recharge_accepted","project_id":"p"}', "billing.v1.recharge_accepted"),
-        (b'{"type":"%s","readings":{}}' % BATCH_TYPE.encode(), "no 'readings' list"),
+        (b'{"type":"%s","readings":{}}' % BATCH_TYPE.encode(), "reading_batch"),
+        (b'{"type":"%s","batch_id":"b","readings":[{"x":1}]}' % BATCH_TYPE.encode(), "reading_batch"),
     ],
 )
 def test_bad_payloads_raise_the_typed_error(raw: bytes, fragment: str) -> None:
@@ -135,8 +162,15 @@ def test_negative_money_is_refused() -> None:
     from libs.events import RechargeAccepted
 
     with pytest.raises(ValueError, match="amount_fen"):
-        RechargeAccepted(project_id="p", subject_id="a", account_id="a", amount_fen=-1, idempotency_key="k",
-                         operator_id="o", channel="cash")
+        RechargeAccepted(
+            project_id="p",
+            subject_id="a",
+            account_id="a",
+            amount_fen=-1,
+            idempotency_key="k",
+            operator_id="o",
+            channel="cash",
+        )
 
 
 def test_old_versions_are_upcast_on_read() -> None:
@@ -170,3 +204,13 @@ def test_event_id_for_is_deterministic_and_distinct() -> None:
     assert event_id_for("p1", "recharge", "k1") == event_id_for("p1", "recharge", "k1")
     assert event_id_for("p1", "recharge", "k1") != event_id_for("p1", "recharge", "k2")
     assert event_id_for("p1", "ab") != event_id_for("p1a", "b")
+
+
+def test_batches_from_other_producers_decode_through_the_generic_path() -> None:
+    import json
+
+    codec = Codec()
+    readings = [_reading("m1", "1.00"), _reading("m2", "2.00")]
+    doc = json.loads(codec.encode_batch(readings, batch_id="b-1"))
+    spaced = json.dumps({"batch_id": doc["batch_id"], "readings": doc["readings"], "type": doc["type"]}, indent=1)
+    assert codec.decode(spaced.encode()) == readings

@@ -19,10 +19,15 @@ async def test_every_event_type_round_trips_through_the_broker(bootstrap: str) -
     ensure_topics(bootstrap, CATALOGUE)
     codec = Codec()
     run = uuid.uuid4().hex[:8]
-    events = [sample(cls).model_copy(update={"project_id": run, "event_id": new_event_id()}) for cls in REGISTRY.types()]
+    events = [
+        sample(cls).model_copy(update={"project_id": run, "event_id": new_event_id()})
+        for cls in REGISTRY.types()
+    ]
     counts = partition_counts(bootstrap)
     readings = [
-        sample(ReadingRecorded).model_copy(update={"project_id": run, "subject_id": f"m{i}", "meter_id": f"m{i}", "event_id": new_event_id()})
+        sample(ReadingRecorded).model_copy(
+            update={"project_id": run, "subject_id": f"m{i}", "meter_id": f"m{i}", "event_id": new_event_id()}
+        )
         for i in range(40)
     ]
     packed = pack_readings(readings, counts["mf.readings"], max_per_message=7, codec=codec)

@@ -48,8 +48,12 @@ def test_entries(di: str, name: str, unit: str, digits: int, decimals: int, sign
 def test_blocks_list_their_members() -> None:
     block = CATALOGUE_2007["0001FF00"]
     assert [m.name for m in block.members[:5]] == [
-        "forward_active_energy_total", "forward_active_energy_sharp", "forward_active_energy_peak",
-        "forward_active_energy_flat", "forward_active_energy_valley"]
+        "forward_active_energy_total",
+        "forward_active_energy_sharp",
+        "forward_active_energy_peak",
+        "forward_active_energy_flat",
+        "forward_active_energy_valley",
+    ]
     assert block.variable
     assert [m.name for m in CATALOGUE_2007["0201FF00"].members] == ["voltage_a", "voltage_b", "voltage_c"]
     assert [m.name for m in CATALOGUE_1997["B61F"].members] == ["voltage_a", "voltage_b", "voltage_c"]
@@ -74,15 +78,18 @@ def test_clock_status_and_frozen_values() -> None:
     assert catalogue.encode_data("04000101", date(2016, 1, 11)) == bytes.fromhex("01110116")
     assert catalogue.encode_data("04000102", "21:53:55") == bytes.fromhex("555321")
     assert catalogue.decode_data("05060001", bytes.fromhex("0000091015")) == {
-        "daily_frozen_time": ("2015-10-09 00:00", "")}
+        "daily_frozen_time": ("2015-10-09 00:00", "")
+    }
     status = catalogue.decode_data("04000503", (0x0250).to_bytes(2, "little"))
     assert status["relay_open"] == (True, "")
     assert status["meter_type"] == ("money-prepaid", "")
     assert status["relay_command_open"] == (True, "")
     assert status["pre_trip_alarm"] == (False, "")
-    frozen = catalogue.decode_data("05060101", bytes.fromhex("00100000" "00050000"))
-    assert frozen == {"daily_frozen_forward_active_energy_total": (Decimal("10.00"), "kWh"),
-                      "daily_frozen_forward_active_energy_sharp": (Decimal("5.00"), "kWh")}
+    frozen = catalogue.decode_data("05060101", bytes.fromhex("0010000000050000"))
+    assert frozen == {
+        "daily_frozen_forward_active_energy_total": (Decimal("10.00"), "kWh"),
+        "daily_frozen_forward_active_energy_sharp": (Decimal("5.00"), "kWh"),
+    }
 
 
 @pytest.mark.parametrize(

@@ -31,45 +31,124 @@ from tests.protocols.framing import assert_decodes
 # [CSHARP]    GitHub C# MeterClient test: abnormal reply 68 12 90 78 56 34 12 68 D1 01 35 8D 16.
 VECTORS = [
     ("FE FE FE FE 68 61 01 00 00 00 00 68 11 04 33 33 34 33 14 16", "000000000161", "11", "00010000", {}),
-    ("68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16", "000000000161", "91", "00010000",
-     {"forward_active_energy_total": "0.26"}),
-    ("68 61 01 00 00 00 00 68 91 06 33 34 34 35 34 43 10 16", "000000000161", "91", "02010100",
-     {"voltage_a": "100.1"}),
-    ("68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8B 16", "000102030425", "91", "00010000",
-     {"forward_active_energy_total": "1206.42"}),
+    (
+        "68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16",
+        "000000000161",
+        "91",
+        "00010000",
+        {"forward_active_energy_total": "0.26"},
+    ),
+    (
+        "68 61 01 00 00 00 00 68 91 06 33 34 34 35 34 43 10 16",
+        "000000000161",
+        "91",
+        "02010100",
+        {"voltage_a": "100.1"},
+    ),
+    (
+        "68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8B 16",
+        "000102030425",
+        "91",
+        "00010000",
+        {"forward_active_energy_total": "1206.42"},
+    ),
     ("FE FE FE 68 AA AA AA AA AA AA 68 13 00 DF 16", "AAAAAAAAAAAA", "13", None, {}),
     ("68 AA AA AA AA AA AA 68 11 04 33 33 34 33 AE 16", "AAAAAAAAAAAA", "11", "00010000", {}),
-    ("68 12 00 00 00 10 20 68 93 06 45 33 33 33 43 53 1F 16", "201000000012", "93", None,
-     {"address": "201000000012"}),
-    ("68 00 36 19 00 00 00 68 93 06 33 69 4C 33 33 33 39 16", "000000193600", "93", None,
-     {"address": "000000193600"}),
-    ("68 12 00 00 00 10 20 68 91 18 33 32 34 33 5C 34 33 33 95 33 33 33 93 33 33 33 36 33 33 33 35 33 33 33"
-     " 74 16", "201000000012", "91", "0001FF00",
-     {"forward_active_energy_total": "1.29", "forward_active_energy_sharp": "0.62",
-      "forward_active_energy_peak": "0.60", "forward_active_energy_flat": "0.03",
-      "forward_active_energy_valley": "0.02"}),
-    ("68 00 36 19 00 00 00 68 91 18 33 32 34 33 63 69 33 33 89 35 33 33 4C 33 33 33 6B 33 33 33 4A 66 33 33"
-     " E9 16", "000000193600", "91", "0001FF00",
-     {"forward_active_energy_total": "36.30", "forward_active_energy_valley": "33.17"}),
-    ("68 12 00 00 00 10 20 68 91 0A 33 32 34 35 89 55 32 32 32 32 21 16", "201000000012", "91", "0201FF00",
-     {"voltage_a": "225.6", "voltage_b": None, "voltage_c": None}),
-    ("68 12 00 00 00 10 20 68 91 08 34 34 33 37 34 44 34 49 72 16", "201000000012", "91", "04000101",
-     {"meter_date": "2016-01-11", "meter_date_weekday": "1"}),
-    ("68 12 00 00 00 10 20 68 91 07 35 34 33 37 88 86 54 DF 16", "201000000012", "91", "04000102",
-     {"meter_time": "21:53:55"}),
-    ("68 12 00 00 00 10 20 68 91 09 34 33 39 38 33 33 3C 43 48 B1 16", "201000000012", "91", "05060001",
-     {"daily_frozen_time": "2015-10-09 00:00"}),
+    (
+        "68 12 00 00 00 10 20 68 93 06 45 33 33 33 43 53 1F 16",
+        "201000000012",
+        "93",
+        None,
+        {"address": "201000000012"},
+    ),
+    (
+        "68 00 36 19 00 00 00 68 93 06 33 69 4C 33 33 33 39 16",
+        "000000193600",
+        "93",
+        None,
+        {"address": "000000193600"},
+    ),
+    (
+        "68 12 00 00 00 10 20 68 91 18 33 32 34 33 5C 34 33 33 95 33 33 33 93 33 33 33 36 33 33 33 35 33 33 33"
+        " 74 16",
+        "201000000012",
+        "91",
+        "0001FF00",
+        {
+            "forward_active_energy_total": "1.29",
+            "forward_active_energy_sharp": "0.62",
+            "forward_active_energy_peak": "0.60",
+            "forward_active_energy_flat": "0.03",
+            "forward_active_energy_valley": "0.02",
+        },
+    ),
+    (
+        "68 00 36 19 00 00 00 68 91 18 33 32 34 33 63 69 33 33 89 35 33 33 4C 33 33 33 6B 33 33 33 4A 66 33 33"
+        " E9 16",
+        "000000193600",
+        "91",
+        "0001FF00",
+        {"forward_active_energy_total": "36.30", "forward_active_energy_valley": "33.17"},
+    ),
+    (
+        "68 12 00 00 00 10 20 68 91 0A 33 32 34 35 89 55 32 32 32 32 21 16",
+        "201000000012",
+        "91",
+        "0201FF00",
+        {"voltage_a": "225.6", "voltage_b": None, "voltage_c": None},
+    ),
+    (
+        "68 12 00 00 00 10 20 68 91 08 34 34 33 37 34 44 34 49 72 16",
+        "201000000012",
+        "91",
+        "04000101",
+        {"meter_date": "2016-01-11", "meter_date_weekday": "1"},
+    ),
+    (
+        "68 12 00 00 00 10 20 68 91 07 35 34 33 37 88 86 54 DF 16",
+        "201000000012",
+        "91",
+        "04000102",
+        {"meter_time": "21:53:55"},
+    ),
+    (
+        "68 12 00 00 00 10 20 68 91 09 34 33 39 38 33 33 3C 43 48 B1 16",
+        "201000000012",
+        "91",
+        "05060001",
+        {"daily_frozen_time": "2015-10-09 00:00"},
+    ),
     ("68 12 00 00 00 10 20 68 11 04 33 35 C3 33 85 16", "201000000012", "11", "00900200", {}),
-    ("68 12 00 00 00 10 20 68 91 08 33 35 C3 33 89 CB 34 33 C4 16", "201000000012", "91", "00900200",
-     {"remaining_amount": "198.56"}),
+    (
+        "68 12 00 00 00 10 20 68 91 08 33 35 C3 33 89 CB 34 33 C4 16",
+        "201000000012",
+        "91",
+        "00900200",
+        {"remaining_amount": "198.56"},
+    ),
     ("68 12 00 00 00 10 20 68 D1 01 35 19 16", "201000000012", "D1", None, {}),
     ("68 12 90 78 56 34 12 68 D1 01 35 8D 16", "123456789012", "D1", None, {}),
-    ("68 99 99 99 99 99 99 68 08 06 84 55 43 38 39 4A 4B 16", "999999999999", "08", None,
-     {"time": "2017-06-05T10:22:51"}),
-    ("FE FE FE FE 68 18 55 60 06 00 00 68 91 07 35 34 33 37 65 86 4B 44 16", "000006605518", "91", "04000102",
-     {"meter_time": "18:53:32"}),
-    ("68 11 11 11 11 11 11 68 1C 10 33 33 33 33 33 33 33 33 4D 33 57 74 48 45 38 4B 55 16", "111111111111",
-     "1C", None, {"action": "trip", "valid_until": "2018-05-12T15:41:24"}),
+    (
+        "68 99 99 99 99 99 99 68 08 06 84 55 43 38 39 4A 4B 16",
+        "999999999999",
+        "08",
+        None,
+        {"time": "2017-06-05T10:22:51"},
+    ),
+    (
+        "FE FE FE FE 68 18 55 60 06 00 00 68 91 07 35 34 33 37 65 86 4B 44 16",
+        "000006605518",
+        "91",
+        "04000102",
+        {"meter_time": "18:53:32"},
+    ),
+    (
+        "68 11 11 11 11 11 11 68 1C 10 33 33 33 33 33 33 33 33 4D 33 57 74 48 45 38 4B 55 16",
+        "111111111111",
+        "1C",
+        None,
+        {"action": "trip", "valid_until": "2018-05-12T15:41:24"},
+    ),
 ]
 
 GOOD = bytes.fromhex("68 25 04 03 02 01 00 68 91 08 33 33 34 33 75 39 45 33 8B 16")
@@ -99,16 +178,22 @@ def test_units_and_exact_decimals() -> None:
 
 
 def test_builders_match_public_vectors() -> None:
-    assert dlt645.encode(dlt645.read(dlt645.WILDCARD, "00010000")).hex(" ").upper() == \
-        "68 AA AA AA AA AA AA 68 11 04 33 33 34 33 AE 16"  # [MYAI]
-    assert dlt645.encode(dlt645.read_address(), preamble=3) == \
-        bytes.fromhex("FE FE FE 68 AA AA AA AA AA AA 68 13 00 DF 16")  # [553668]
-    assert dlt645.encode(dlt645.broadcast_time(datetime(2017, 6, 5, 10, 22, 51))) == \
-        bytes.fromhex("68 99 99 99 99 99 99 68 08 06 84 55 43 38 39 4A 4B 16")  # [BCAST], seconds first
-    trip = dlt645.relay_control("111111111111", RelayAction.TRIP, datetime(2018, 5, 12, 15, 41, 24),
-                                password="00000000")
+    assert (
+        dlt645.encode(dlt645.read(dlt645.WILDCARD, "00010000")).hex(" ").upper()
+        == "68 AA AA AA AA AA AA 68 11 04 33 33 34 33 AE 16"
+    )  # [MYAI]
+    assert dlt645.encode(dlt645.read_address(), preamble=3) == bytes.fromhex(
+        "FE FE FE 68 AA AA AA AA AA AA 68 13 00 DF 16"
+    )  # [553668]
+    assert dlt645.encode(dlt645.broadcast_time(datetime(2017, 6, 5, 10, 22, 51))) == bytes.fromhex(
+        "68 99 99 99 99 99 99 68 08 06 84 55 43 38 39 4A 4B 16"
+    )  # [BCAST], seconds first
+    trip = dlt645.relay_control(
+        "111111111111", RelayAction.TRIP, datetime(2018, 5, 12, 15, 41, 24), password="00000000"
+    )
     assert dlt645.encode(trip) == bytes.fromhex(
-        "68 11 11 11 11 11 11 68 1C 10 33 33 33 33 33 33 33 33 4D 33 57 74 48 45 38 4B 55 16")  # [JAVA-1C]
+        "68 11 11 11 11 11 11 68 1C 10 33 33 33 33 33 33 33 33 4D 33 57 74 48 45 38 4B 55 16"
+    )  # [JAVA-1C]
     reply = dlt645.read_reply("000102030425", "00010000", Decimal("1206.42"))
     assert dlt645.encode(reply) == GOOD
 
@@ -116,8 +201,6 @@ def test_builders_match_public_vectors() -> None:
 def test_address_is_low_byte_first_on_the_wire() -> None:
     wire = dlt645.encode(dlt645.read("202301010001", "00010000"))
     assert wire[1:7] == bytes.fromhex("010001012320")
-
-
 
 
 def _patched(offset: int, value: int, fix_checksum: bool = False) -> bytes:
@@ -169,8 +252,10 @@ def test_follow_up_frames() -> None:
     assert decoded == follow
     assert decoded.di == "00010000"
     reply = Frame("000000000001", 0x92, follow.data[:4] + bytes.fromhex("00050000") + b"\x01")
-    assert dlt645.values(reply) == {"forward_active_energy_total": (Decimal("5.00"), "kWh"),
-                                    "seq": (Decimal(1), "")}
+    assert dlt645.values(reply) == {
+        "forward_active_energy_total": (Decimal("5.00"), "kWh"),
+        "seq": (Decimal(1), ""),
+    }
 
 
 ADDRESSES = st.one_of(st.text("0123456789", min_size=12, max_size=12), st.just(dlt645.WILDCARD))
@@ -186,13 +271,19 @@ FRAMES = st.one_of(
     st.builds(dlt645.freeze, ADDRESSES, st.text("0123456789", min_size=8, max_size=8)),
     st.builds(dlt645.change_baud, ADDRESSES, st.sampled_from(sorted(dlt645.BAUD_BITS))),
     st.builds(dlt645.relay_control, ADDRESSES, st.sampled_from(list(RelayAction)), TIMES, CODES, CODES),
-    st.builds(dlt645.read_reply, ADDRESSES, st.just("00010000"), st.decimals(0, 999999, places=2),
-              st.booleans()),
-    st.builds(dlt645.error_reply, ADDRESSES,
-              st.sampled_from([f for f in Function if f != Function.BROADCAST_TIME]),
-              st.integers(0, 127)),
-    st.builds(lambda a: dlt645.ack(dlt645.relay_control(a, RelayAction.CLOSE_ALLOWED, datetime(2030, 1, 1))),
-              ADDRESSES),
+    st.builds(
+        dlt645.read_reply, ADDRESSES, st.just("00010000"), st.decimals(0, 999999, places=2), st.booleans()
+    ),
+    st.builds(
+        dlt645.error_reply,
+        ADDRESSES,
+        st.sampled_from([f for f in Function if f != Function.BROADCAST_TIME]),
+        st.integers(0, 127),
+    ),
+    st.builds(
+        lambda a: dlt645.ack(dlt645.relay_control(a, RelayAction.CLOSE_ALLOWED, datetime(2030, 1, 1))),
+        ADDRESSES,
+    ),
 )
 
 

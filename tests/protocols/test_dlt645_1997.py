@@ -74,15 +74,22 @@ TIMES = st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31)).map(lambda t:
 DIS = st.integers(0, 0xFFFF).map(lambda n: f"{n:04X}")
 FRAMES = st.one_of(
     st.builds(dlt.read, ADDRESSES, DIS),
-    st.builds(dlt.write, ADDRESSES, DIS, st.binary(max_size=50),
-              st.integers(0, 2**32 - 1).map(lambda n: f"{n:08X}")),
+    st.builds(
+        dlt.write, ADDRESSES, DIS, st.binary(max_size=50), st.integers(0, 2**32 - 1).map(lambda n: f"{n:08X}")
+    ),
     st.builds(dlt.broadcast_time, TIMES),
     st.builds(dlt.write_address, ADDRESSES, ADDRESSES),
     st.builds(dlt.change_baud, ADDRESSES, st.sampled_from(sorted(dlt.BAUD_BITS))),
-    st.builds(dlt.read_reply, ADDRESSES, st.sampled_from(["9010", "B611", "B621", "B630", "C011"]),
-              st.none(), st.booleans()),
-    st.builds(dlt.error_reply, ADDRESSES, st.sampled_from([Function.READ, Function.WRITE]),
-              st.integers(0, 127)),
+    st.builds(
+        dlt.read_reply,
+        ADDRESSES,
+        st.sampled_from(["9010", "B611", "B621", "B630", "C011"]),
+        st.none(),
+        st.booleans(),
+    ),
+    st.builds(
+        dlt.error_reply, ADDRESSES, st.sampled_from([Function.READ, Function.WRITE]), st.integers(0, 127)
+    ),
 )
 
 

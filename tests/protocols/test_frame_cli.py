@@ -9,8 +9,10 @@ import pytest
 from services.cli import main
 
 # [QT-READER] GitHub Qt reader.cpp debug capture: an abnormal reply then a clock reply, FE-prefixed.
-STREAM = ("FE FE FE FE 68 18 55 60 06 00 00 68 D1 01 35 AA 16 "
-          "FE FE FE FE 68 18 55 60 06 00 00 68 91 07 35 34 33 37 65 86 4B 44 16")
+STREAM = (
+    "FE FE FE FE 68 18 55 60 06 00 00 68 D1 01 35 AA 16 "
+    "FE FE FE FE 68 18 55 60 06 00 00 68 91 07 35 34 33 37 65 86 4B 44 16"
+)
 # [HEYUAN] DL/T 645-1997 reply: voltage A of meter 030000000000 = 100 V.
 REPLY_1997 = "68 03 00 00 00 00 00 68 81 04 44 E9 33 34 EC 16"
 
@@ -55,8 +57,10 @@ def test_decimal_values_are_exact_strings(capsys: pytest.CaptureFixture[str]) ->
     ("argv", "fault"),
     [
         (["decode", "--protocol", "dlt645-2007", REPLY_1997], "control"),
-        (["decode", "--protocol", "dlt645-1997", REPLY_1997[:-5] + "ED 16"],
-         "checksum: expected 0xEC, got 0xED"),
+        (
+            ["decode", "--protocol", "dlt645-1997", REPLY_1997[:-5] + "ED 16"],
+            "checksum: expected 0xEC, got 0xED",
+        ),
         (["decode", REPLY_1997[:-5] + "ED 16"], "checksum"),
         (["decode", REPLY_1997[:20]], "incomplete"),
         (["decode", "zz"], "not hex"),
@@ -74,13 +78,29 @@ def test_bad_frames_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], 
     [
         (["encode", "read", "--di", "00010000"], "68 AA AA AA AA AA AA 68 11 04 33 33 34 33 AE 16"),
         (["encode", "--preamble", "3", "read-address"], "FE FE FE 68 AA AA AA AA AA AA 68 13 00 DF 16"),
-        (["encode", "read", "--protocol", "dlt645-1997", "--address", "000000000003", "--di", "B611"],
-         "68 03 00 00 00 00 00 68 01 02 44 E9 03 16"),
-        (["encode", "time-sync", "--time", "2017-06-05T10:22:51"],
-         "68 99 99 99 99 99 99 68 08 06 84 55 43 38 39 4A 4B 16"),
-        (["encode", "relay", "--address", "111111111111", "--action", "trip", "--password", "00000000",
-          "--valid-until", "2018-05-12T15:41:24"],
-         "68 11 11 11 11 11 11 68 1C 10 33 33 33 33 33 33 33 33 4D 33 57 74 48 45 38 4B 55 16"),
+        (
+            ["encode", "read", "--protocol", "dlt645-1997", "--address", "000000000003", "--di", "B611"],
+            "68 03 00 00 00 00 00 68 01 02 44 E9 03 16",
+        ),
+        (
+            ["encode", "time-sync", "--time", "2017-06-05T10:22:51"],
+            "68 99 99 99 99 99 99 68 08 06 84 55 43 38 39 4A 4B 16",
+        ),
+        (
+            [
+                "encode",
+                "relay",
+                "--address",
+                "111111111111",
+                "--action",
+                "trip",
+                "--password",
+                "00000000",
+                "--valid-until",
+                "2018-05-12T15:41:24",
+            ],
+            "68 11 11 11 11 11 11 68 1C 10 33 33 33 33 33 33 33 33 4D 33 57 74 48 45 38 4B 55 16",
+        ),
     ],
 )
 def test_encode_matches_public_vectors(
@@ -91,8 +111,24 @@ def test_encode_matches_public_vectors(
 
 
 def test_encode_relay_close_round_trips_through_decode(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["frame", "encode", "relay", "--address", "202301010001", "--action", "close-allowed",
-                 "--operator", "12345678", "--valid-until", "2030-01-02T03:04:05"]) == 0
+    assert (
+        main(
+            [
+                "frame",
+                "encode",
+                "relay",
+                "--address",
+                "202301010001",
+                "--action",
+                "close-allowed",
+                "--operator",
+                "12345678",
+                "--valid-until",
+                "2030-01-02T03:04:05",
+            ]
+        )
+        == 0
+    )
     wire = capsys.readouterr().out.strip()
     code, views, _ = _run(capsys, "decode", wire)
     assert code == 0

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -39,8 +38,9 @@ class DevStack:
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self, timeout: float = 90) -> dict[str, object]:
-        self.proc = subprocess.Popen([*CLI, "dev"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            [*CLI, "dev"], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.env['MF_HTTP_PORT']}/readyz"
         while time.monotonic() < deadline:
@@ -62,8 +62,8 @@ class DevStack:
 
 
 @pytest.fixture
-def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield _env(tmp_path)
+def stack_env(tmp_path: Path) -> dict[str, str]:
+    return _env(tmp_path)
 
 
 async def _produce(bootstrap: str, n_rounds: int) -> int:
@@ -90,7 +90,9 @@ async def _snapshot(bootstrap: str) -> dict[tuple[str, int], list[tuple[int, byt
     tps = [TopicPartition(t.name, p) for t in CATALOGUE for p in range(t.partitions)]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
-    out: dict[tuple[str, int], list[tuple[int, bytes | None, bytes]]] = {(tp.topic, tp.partition): [] for tp in tps}
+    out: dict[tuple[str, int], list[tuple[int, bytes | None, bytes]]] = {
+        (tp.topic, tp.partition): [] for tp in tps
+    }
     try:
         quiet = 0
         while quiet < 4:
@@ -110,16 +112,25 @@ def test_stop_and_restart_finds_every_event_again_in_order_once(stack_env: dict[
     before = asyncio.run(_snapshot(str(info["bootstrap"])))
     assert sum(len(v) for v in before.values()) == sent
 
-    status = subprocess.run([*CLI, "status", "--json"], env=stack_env, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [*CLI, "status", "--json"], env=stack_env, capture_output=True, text=True, timeout=60
+    )
     assert status.returncode == 0, status.stdout + status.stderr
     report = json.loads(status.stdout)
     assert report["clickhouse"]["ok"] and report["broker"]["ok"]
     assert sum(t["messages"] for t in report["broker"]["topics"].values()) == sent
 
-    tail = subprocess.run([*CLI, "events", "tail", "mf.billing", "--from-beginning", "-n", "5"],
-                          env=stack_env, capture_output=True, text=True, timeout=60)
+    tail = subprocess.run(
+        [*CLI, "events", "tail", "mf.billing", "--from-beginning", "-n", "5"],
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     lines = [json.loads(line) for line in tail.stdout.splitlines()]
-    assert tail.returncode == 0 and len(lines) == 5 and all(d["type"].startswith("billing.v1.") for d in lines)
+    assert (
+        tail.returncode == 0 and len(lines) == 5 and all(d["type"].startswith("billing.v1.") for d in lines)
+    )
 
     out = stack.stop()
     assert f"{sent} messages archived" in out
@@ -152,7 +163,9 @@ def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
         ({"MF_LOG_LEVEL": "LOUD"}, "MF_LOG_LEVEL"),
     ],
 )
-def test_bad_configuration_fails_fast_naming_the_setting(tmp_path: Path, extra: dict[str, str], named: str) -> None:
+def test_bad_configuration_fails_fast_naming_the_setting(
+    tmp_path: Path, extra: dict[str, str], named: str
+) -> None:
     started = time.monotonic()
     result = _run_cli(["dev"], _env(tmp_path, **extra))
     assert result.returncode == 2
