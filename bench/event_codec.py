@@ -27,11 +27,26 @@ def make_readings(n: int, meters: int = 1000) -> list[ReadingRecorded]:
     route = Route(concentrator_id="c1", bus_id="b1")
     return [
         ReadingRecorded(
-            project_id="bench", subject_id=f"m{i % meters}", meter_id=f"m{i % meters}", sequence=i // meters,
-            registers={"active_import_kwh": {"total": Decimal(i) / 100, "peak": Decimal(i) / 300,
-                                             "flat": Decimal(i) / 300, "valley": Decimal(i) / 300}},
-            instant={"voltage_a_v": Decimal("220.1"), "current_a_a": Decimal("5.02"), "power_kw": Decimal("1.104")},
-            received_at=now, meter_time=now, route=route,
+            project_id="bench",
+            subject_id=f"m{i % meters}",
+            meter_id=f"m{i % meters}",
+            sequence=i // meters,
+            registers={
+                "active_import_kwh": {
+                    "total": Decimal(i) / 100,
+                    "peak": Decimal(i) / 300,
+                    "flat": Decimal(i) / 300,
+                    "valley": Decimal(i) / 300,
+                }
+            },
+            instant={
+                "voltage_a_v": Decimal("220.1"),
+                "current_a_a": Decimal("5.02"),
+                "power_kw": Decimal("1.104"),
+            },
+            received_at=now,
+            meter_time=now,
+            route=route,
         )
         for i in range(n)
     ]
@@ -45,7 +60,9 @@ def codec_figures(readings: list[ReadingRecorded]) -> None:
     codec = Codec()
     t = time.perf_counter()
     singles = [codec.encode(r) for r in readings]
-    print(f"encode single          {rate(len(readings), time.perf_counter() - t)}  ({len(singles[0])} B each)")
+    print(
+        f"encode single          {rate(len(readings), time.perf_counter() - t)}  ({len(singles[0])} B each)"
+    )
     t = time.perf_counter()
     for value in singles:
         codec.decode(value)
@@ -70,8 +87,12 @@ async def broker_figures(bootstrap: str, readings: list[ReadingRecorded]) -> Non
     await asyncio.gather(*futures)
     print(f"produce packed         {rate(len(readings), time.perf_counter() - t)}  (aiokafka, acks=1)")
     await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
+    )
     await consumer.start()
     tps = [TopicPartition(topic, p) for p in range(12)]
     consumer.assign(tps)

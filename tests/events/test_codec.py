@@ -212,5 +212,7 @@ def test_batches_from_other_producers_decode_through_the_generic_path() -> None:
     codec = Codec()
     readings = [_reading("m1", "1.00"), _reading("m2", "2.00")]
     doc = json.loads(codec.encode_batch(readings, batch_id="b-1"))
-    spaced = json.dumps({"batch_id": doc["batch_id"], "readings": doc["readings"], "type": doc["type"]}, indent=1)
+    spaced = json.dumps(
+        {"batch_id": doc["batch_id"], "readings": doc["readings"], "type": doc["type"]}, indent=1
+    )
     assert codec.decode(spaced.encode()) == readings
