@@ -159,6 +159,7 @@ def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
         ({"MF_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "MF_KAFKA_BOOTSTRAP=127.0.0.1:1"),
         ({"MF_KAFKA_BOOTSTRAP": "no-port-here"}, "MF_KAFKA_BOOTSTRAP"),
         ({"MF_CLICKHOUSE_DSN": "mysql://x"}, "MF_CLICKHOUSE_DSN"),
+        ({"MF_CLICKHOUSE_DSN": "http://127.0.0.1:1"}, "cannot open ClickHouse at http://127.0.0.1:1"),
         ({"MF_HTTP_PORT": "eighty"}, "MF_HTTP_PORT"),
         ({"MF_LOG_LEVEL": "LOUD"}, "MF_LOG_LEVEL"),
     ],
