@@ -84,6 +84,11 @@ class Codec:
         head = b'{"type":"' + BATCH_TYPE.encode() + b'","batch_id":"' + (batch_id or new_event_id()).encode()
         return head + b'","readings":' + _READINGS.dump_json(list(readings)) + b"}"
 
+    def encode_batch_items(self, items: Sequence[bytes], batch_id: str | None = None) -> bytes:
+        """A batch from readings already serialised with ``model_dump_json()`` (no ``type``)."""
+        head = b'{"type":"' + BATCH_TYPE.encode() + b'","batch_id":"' + (batch_id or new_event_id()).encode()
+        return head + b'","readings":[' + b",".join(items) + b"]}"
+
     def decode(self, value: bytes) -> list[Event]:
         """All events in one message value: one, several (a batch) or none (an unknown type)."""
         if value.startswith(_BATCH_PREFIX):  # our own batches: one pass of the Rust JSON parser
