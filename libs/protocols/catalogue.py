@@ -54,6 +54,7 @@ class DataItem:
     kind: str = "bcd"  # bcd | date | time | ymdhm | status3 | word
     members: tuple[DataItem, ...] = ()
     variable: bool = False  # a block that may end early (energy: total + the meter's rates)
+    writable: bool = False  # settable with write-data 14H (DL/T 645-2007 clause 7.3)
 
     @property
     def size(self) -> int:
@@ -138,9 +139,15 @@ def _build_2007() -> dict[str, DataItem]:
         DataItem("02800004", "active_demand", "kW", 6, 4, True),
         DataItem("02800007", "meter_temperature", "°C", 4, 1, True),
         DataItem("02800008", "clock_battery_voltage", "V", 4, 2),
-        DataItem("04000101", "meter_date", kind="date"),
-        DataItem("04000102", "meter_time", digits=6, kind="time"),
+        DataItem("04000101", "meter_date", kind="date", writable=True),
+        DataItem("04000102", "meter_time", digits=6, kind="time", writable=True),
         DataItem("04000503", "status_word_3", digits=4, kind="status3"),
+        # Prepaid limits, appendix A.5 (参变量): XXXXXX.XX yuan.
+        DataItem("04001001", "alarm_amount_1_limit", "yuan", 8, 2, writable=True),
+        DataItem("04001002", "alarm_amount_2_limit", "yuan", 8, 2, writable=True),
+        DataItem("04001003", "overdraft_amount_limit", "yuan", 8, 2, writable=True),
+        DataItem("04001004", "hoarding_amount_limit", "yuan", 8, 2, writable=True),
+        DataItem("04001005", "close_allowed_amount_limit", "yuan", 8, 2, writable=True),
         DataItem("00900100", "remaining_energy", "kWh", 8, 2),
         DataItem("00900101", "overdraft_energy", "kWh", 8, 2),
         DataItem("00900200", "remaining_amount", "yuan", 8, 2),
@@ -158,7 +165,35 @@ def _build_2007() -> dict[str, DataItem]:
             DataItem(f"033305{n:02X}", f"amount_after_purchase{_last(n)}", "yuan", 8, 2),
             DataItem(f"033306{n:02X}", f"purchased_amount_cumulative{_last(n)}", "yuan", 8, 2),
         )
+    for tariff_set, suffix in ((1, ""), (2, "_set_2")):  # 第一/二套费率电价, XXXX.XXXX yuan/kWh
+        price = DataItem("", "", "yuan/kWh", 8, 4, writable=True)
+        for rate in range(1, MAX_RATES + 1):
+            _add(
+                table,
+                replace(price, di=f"04050{tariff_set}{rate:02X}", name=f"tariff_price_{_rate(rate)}{suffix}"),
+            )
+        members = tuple(
+            replace(price, di=f"04050{tariff_set}FF", name=f"tariff_price_{_rate(r)}{suffix}")
+            for r in range(1, MAX_RATES + 1)
+        )
+        _add(
+            table,
+            replace(
+                price,
+                di=f"04050{tariff_set}FF",
+                name=f"tariff_price{suffix}",
+                members=members,
+                variable=True,
+                writable=False,
+            ),
+        )
     energy = DataItem("", "", "kWh", 8, 2)
+    for n in range(1, 4):  # last n instantaneous freezes (上n次瞬时冻结, command 16H)
+        _add(
+            table,
+            DataItem(f"050100{n:02X}", f"instant_frozen_time{_last(n)}", digits=10, kind="ymdhm"),
+            _energy_block(f"050101{n:02X}", f"instant_frozen_forward_active_energy{_last(n)}", energy),
+        )
     for n in range(1, 63):  # last n daily freezes (上n次日冻结)
         _add(
             table,

@@ -27,6 +27,7 @@ heat, heat power, flow, temperatures and working hours (Table 7).  Unit codes: T
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -39,7 +40,7 @@ DiOrder = Literal["standard", "swapped"]
 
 READ_DATA, READ_ADDRESS, WRITE_DATA, READ_KEY, WRITE_ADDRESS, WRITE_SYNC = 0x01, 0x03, 0x04, 0x09, 0x15, 0x16
 REPLY, ABNORMAL = 0x80, 0x40
-DI_METERING, DI_ADDRESS, DI_VALVE = 0x901F, 0x810A, 0xA017
+DI_METERING, DI_ADDRESS, DI_TIME, DI_VALVE = 0x901F, 0x810A, 0xA015, 0xA017
 VALVE_OPEN, VALVE_CLOSE = 0x55, 0x99
 BROADCAST = bytes([0xAA] * 7)
 
@@ -299,6 +300,45 @@ def build_valve(
     """Valve control write (C = 04, DI A017, 55 = open, 99 = close; clause 7.3)."""
     data = bytes([VALVE_OPEN if open_valve else VALVE_CLOSE])
     return Cjt188Frame(meter_type, address, WRITE_DATA, DI_VALVE, ser, data, di_order)
+
+
+def build_time_write(
+    address: bytes, meter_type: int, when: datetime, *, ser: int = 0, di_order: DiOrder = "standard"
+) -> Cjt188Frame:
+    """Write standard time (C = 04, DI A015, clause 7.3): 7-byte BCD ``YYYYMMDDhhmmss``, low
+    byte (seconds) first like the real-time field of a 901F reply."""
+    if not 1000 <= when.year <= 9999:
+        raise _fail("data", f"expected a four-digit year, got {when.year}")
+    data = bytes.fromhex(when.strftime("%Y%m%d%H%M%S"))[::-1]
+    return Cjt188Frame(meter_type, address, WRITE_DATA, DI_TIME, ser, data, di_order)
+
+
+def time_written(frame: Cjt188Frame) -> datetime:
+    """The time an A015 write request carries; FrameError if it is not one or not a valid time."""
+    if frame.control & REPLY or frame.di != DI_TIME or len(frame.data) != 7:
+        raise _fail("data", "expected an A015 write-time request with 7 data bytes")
+    digits = frame.data[::-1].hex()
+    try:
+        if not digits.isdigit():
+            raise ValueError("not BCD")
+        return datetime.strptime(digits, "%Y%m%d%H%M%S")
+    except ValueError as exc:
+        raise _fail("data", f"expected BCD YYYYMMDDhhmmss, got {digits.upper()}: {exc}") from None
+
+
+def build_read_address(
+    meter_type: int = 0xAA, *, ser: int = 0, di_order: DiOrder = "standard"
+) -> Cjt188Frame:
+    """Read address (C = 03, DI 810A, clause 7.2) to the wildcard address AA..AA: only for a
+    point-to-point line, since every meter that hears it answers."""
+    return build_read(BROADCAST, meter_type, ser=ser, di=DI_ADDRESS, di_order=di_order)
+
+
+def build_address_reply(
+    address: bytes, meter_type: int, *, ser: int = 0, di_order: DiOrder = "standard"
+) -> Cjt188Frame:
+    """Reply to read address (C = 83, L = 3: DI 810A + SER); the address is the frame's own."""
+    return Cjt188Frame(meter_type, address, REPLY | READ_ADDRESS, DI_ADDRESS, ser, b"", di_order)
 
 
 def build_write_reply(request: Cjt188Frame, status: bytes = b"\x00\x00", ok: bool = True) -> Cjt188Frame:

@@ -271,6 +271,46 @@ def read_reply(address: str, di: str, values: Any, more: bool = False) -> Frame:
     return Frame(address, control, _di(di) + catalogue.encode_data(di, values))
 
 
+def read_parts(address: str, di: str, values: Any, max_data: int = link.MAX_DATA) -> list[Frame]:
+    """A read reply split to fit ``max_data`` data bytes per frame (clause 7.2, 后续帧).
+
+    The first frame is 91H (B1H when more follow) with DI + the first values; follow-up frame
+    *n* (the reply to read-follow-up 12H with SEQ = *n*) is 92H (B2H when more follow) with
+    DI + values + SEQ. Cuts fall between whole values where one fits, as meters send records.
+    """
+    data = catalogue.encode_data(di, values)
+    item = catalogue.lookup(di)
+    step = (item.members[0] if item and item.members else item or catalogue.DataItem(di, "")).size or 1
+    if max_data < 5 + step:
+        raise FrameError(PROTOCOL, "length", f"max_data {max_data} cannot carry a {step}-byte value")
+    parts: list[bytes] = []
+    room = max_data - 4  # the first frame has no SEQ
+    while data or not parts:
+        take = len(data) if len(data) <= room else room - room % step
+        parts.append(data[:take])
+        data = data[take:]
+        room = max_data - 5
+    frames = []
+    for seq, part in enumerate(parts):
+        more = link.FOLLOW_BIT if seq < len(parts) - 1 else 0
+        if seq == 0:
+            frames.append(Frame(address, 0x80 | Function.READ | more, _di(di) + part))
+        else:
+            control = 0x80 | Function.READ_FOLLOW | more
+            frames.append(Frame(address, control, _di(di) + part + bytes([seq & 0xFF])))
+    return frames
+
+
+def join_parts(frames: list[Frame]) -> dict[str, catalogue.Reading]:
+    """Decode a reply sent in parts (first 91H/B1H frame, then the 92H/B2H follow-ups in order)."""
+    if not frames or frames[0].di is None or any(f.error or not f.reply for f in frames):
+        raise FrameError(PROTOCOL, "data", "expected normal read replies, the first one with a DI")
+    di = frames[0].di
+    if any(f.di != di for f in frames) or frames[-1].more:
+        raise FrameError(PROTOCOL, "data", f"expected every part of {di}, the last without D5")
+    return catalogue.decode_data(di, b"".join(f.payload for f in frames))
+
+
 def ack(request: Frame, data: bytes = b"") -> Frame:
     """Normal reply to ``request`` (e.g. 9CH for a relay command, 93H with the address)."""
     return Frame(request.address, 0x80 | request.function, data)
@@ -308,6 +348,33 @@ def relay_command(frame: Frame) -> RelayCommand:
     )
 
 
+@dataclass(frozen=True)
+class WriteCommand:
+    """The fields of a plain write-data 14H request (clause 7.3)."""
+
+    di: str
+    password: str
+    operator: str
+    data: bytes
+
+
+def write_command(frame: Frame) -> WriteCommand:
+    """Parse the data of a 14H request: DI, password PA P0P1P2, operator C0..C3, value bytes."""
+    data = frame.data
+    if frame.reply or frame.function != Function.WRITE or len(data) < 12:
+        raise FrameError(PROTOCOL, "data", "not a write-data request")
+    return WriteCommand(
+        data[3::-1].hex().upper(), data[4:8].hex().upper(), data[8:12][::-1].hex().upper(), data[12:]
+    )
+
+
+def requested_baud(frame: Frame) -> int | None:
+    """The speed a 17H request (or its reply) names in Z, or None if Z is not a single known bit."""
+    if frame.function != Function.CHANGE_BAUD or len(frame.data) != 1:
+        return None
+    return next((b for b, bit in BAUD_BITS.items() if frame.data[0] == 1 << bit), None)
+
+
 def values(frame: Frame) -> dict[str, catalogue.Reading]:
     """The meaning of the data field as ``{name: (value, unit)}``; FrameError if malformed."""
     fn, data = frame.function, frame.data
@@ -318,10 +385,18 @@ def values(frame: Frame) -> dict[str, catalogue.Reading]:
     if fn == Function.READ_ADDRESS and frame.reply:
         return {"address": (link.address_from_wire(data, PROTOCOL), "")}
     if fn in (Function.READ, Function.READ_FOLLOW) and frame.reply and frame.di:
-        out = catalogue.decode_data(frame.di, frame.payload)
+        item = catalogue.lookup(frame.di)
+        if (frame.more or fn == Function.READ_FOLLOW) and item is not None and item.members:
+            # One part of a block: its values only mean something joined (join_parts).
+            out: dict[str, catalogue.Reading] = {"part": (frame.payload.hex().upper(), "")}
+        else:
+            out = catalogue.decode_data(frame.di, frame.payload)
         if fn == Function.READ_FOLLOW:
             out["seq"] = (Decimal(data[-1]), "")
         return out
+    if fn == Function.WRITE and not frame.reply and len(data) >= 12:
+        command = write_command(frame)
+        return {"operator": (command.operator, ""), "value": (command.data.hex().upper(), "")}
     if fn == Function.RELAY and not frame.reply and len(data) == 16:
         cmd = relay_command(frame)
         return {
@@ -330,8 +405,8 @@ def values(frame: Frame) -> dict[str, catalogue.Reading]:
             "valid_until": (cmd.valid_until.isoformat(), ""),
         }
     if fn == Function.CHANGE_BAUD:
-        bauds = [b for b, bit in BAUD_BITS.items() if data[0] == 1 << bit]
-        return {"baud": (Decimal(bauds[0]) if bauds else None, "bd")}
+        baud = requested_baud(frame)
+        return {"baud": (Decimal(baud) if baud else None, "bd")}
     return {}
 
 

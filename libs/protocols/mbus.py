@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,12 @@ from libs.protocols.errors import FrameError
 PROTOCOL = "mbus"
 ACK, SHORT_START, LONG_START, END = 0xE5, 0x10, 0x68, 0x16
 SND_NKE, SND_UD, REQ_UD2, RSP_UD = 0x40, 0x53, 0x5B, 0x08
+FCB, FCV = 0x20, 0x10  # C field bits 5 and 4 of master requests (clause 5.4)
+# Primary addresses (EN 13757-2 clause 5.5 / EN 13757-3 Table 1): 0 unconfigured, 1..250 slaves,
+# 253 network layer (secondary addressing), 254 broadcast with reply (point-to-point buses
+# only: every slave answers), 255 broadcast without reply.
+UNCONFIGURED, NETWORK_LAYER, BROADCAST_REPLY, BROADCAST = 0x00, 0xFD, 0xFE, 0xFF
+CI_APPLICATION_RESET, CI_DATA_SEND = 0x50, 0x51
 CI_LONG_HEADER, CI_NO_HEADER, CI_SHORT_HEADER = 0x72, 0x78, 0x7A
 CI_WITH_RECORDS = {CI_LONG_HEADER: 12, CI_NO_HEADER: 0, CI_SHORT_HEADER: 4}
 
@@ -430,6 +437,41 @@ def encode(frame: MBusFrame) -> bytes:
     if len(body) > 0xFF:
         raise _fail("length", f"expected at most 252 data bytes, got {len(frame.data)}")
     return bytes([LONG_START, len(body), len(body), LONG_START]) + body + bytes([sum(body) & 0xFF, END])
+
+
+def snd_nke(address: int) -> MBusFrame:
+    """SND_NKE short frame: link reset of a slave (clause 5.4); the slave answers E5."""
+    return MBusFrame("short", SND_NKE, address)
+
+
+def set_primary_address(address: int, new_address: int, fcb: bool = False) -> MBusFrame:
+    """SND_UD with CI 51 and the record ``01 7A nn`` giving a slave a new primary address.
+
+    EN 13757-3 clause 6.4.2: VIF 7A is "bus address", here as a one-byte binary value.
+    """
+    if not 0 <= new_address <= 250:
+        raise _fail("address", f"expected a primary address 0..250, got {new_address}")
+    return MBusFrame(
+        "long", SND_UD | (FCB if fcb else 0), address, CI_DATA_SEND, bytes([0x01, 0x7A, new_address])
+    )
+
+
+def time_point(when: datetime) -> bytes:
+    """A type F date-time (EN 13757-3 Annex A): minute, hour, day + year, month + year.
+
+    Years 2000..2080 (the 7-bit year field reads 0..80 as 2000..2080, 81..99 as 1981..1999);
+    the IV (invalid) and SU (summer time) bits are left clear.
+    """
+    year = when.year - 2000
+    if not 0 <= year <= 80:
+        raise _fail("data", f"expected a year 2000..2080 for a type F date-time, got {when.year}")
+    return bytes([when.minute, when.hour, when.day | (year & 0x07) << 5, when.month | (year >> 3) << 4])
+
+
+def encode_time_record(when: datetime, storage: int = 0) -> bytes:
+    """The data record ``04 6D`` + type F date-time (storage 0: "time point now")."""
+    dif = 0x04 | (storage & 1) << 6
+    return bytes([dif, 0x6D]) + time_point(when)
 
 
 def request_ud2(address: int, fcb: bool = False) -> MBusFrame:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.exceptions import ModbusException
-from pymodbus.framer import FramerRTU
+from pymodbus.framer import FramerRTU, FramerSocket
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.bit_message import WriteSingleCoilRequest, WriteSingleCoilResponse
 from pymodbus.pdu.register_message import (
@@ -54,6 +54,8 @@ MODELS_DIR = Path(__file__).with_name("models")
 _SERVER = DecodePDU(is_server=True)  # decodes requests
 _CLIENT = DecodePDU(is_server=False)  # decodes responses
 _FRAMER = FramerRTU(_CLIENT)
+_MBAP = FramerSocket(_SERVER)
+MBAP_HEADER = 7  # transaction id 2, protocol id 2, length 2, unit 1
 _PDU_ERRORS = (ModbusException, ValueError, IndexError, KeyError, struct.error)
 
 
@@ -213,6 +215,61 @@ def describe(frame: RtuFrame) -> dict[str, Any]:
         "di": f"{frame.address:04X}" if frame.address is not None else None,
         "values": values,
     }
+
+
+# ---- Modbus-TCP (MBAP) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TcpAdu:
+    """One Modbus-TCP ADU (Modbus Messaging on TCP/IP v1.0b, clause 3.1.3)::
+
+        [ transaction id ][ protocol id = 0 ][ length ][ unit ][ function ][ data ... ]
+              2 B                2 B             2 B      1 B       1 B       0..252 B
+                                                 '---- length = unit + PDU -----------'
+
+    No CRC: TCP checks the bytes. ``pdu`` is function code + data, as in :class:`RtuFrame`.
+    """
+
+    transaction: int
+    unit: int
+    pdu: bytes
+
+
+def decode_tcp(buf: bytes) -> tuple[int, TcpAdu | None]:
+    """Parse one MBAP ADU (framing by pymodbus ``FramerSocket``); ``(0, None)``: need more.
+
+    MBAP has no start marker either, so a bad header (protocol id not 0, length outside
+    2..254) raises ``FrameError`` and the caller drops the connection, as gateways do.
+    """
+    if len(buf) < MBAP_HEADER:
+        return 0, None
+    protocol, length = int.from_bytes(buf[2:4], "big"), int.from_bytes(buf[4:6], "big")
+    if protocol != 0:
+        raise _fail("start", f"expected MBAP protocol id 0, got {protocol}")
+    if not 2 <= length <= 254:
+        raise _fail("length", f"expected MBAP length 2..254 (unit + PDU), got {length}")
+    if len(buf) < 6 + length:
+        return 0, None
+    used, unit, transaction, pdu = _MBAP.decode(bytes(buf[: 6 + length]))
+    return used, TcpAdu(transaction, unit, bytes(pdu))
+
+
+def encode_tcp(adu: TcpAdu) -> bytes:
+    """Serialise an MBAP ADU (pymodbus ``FramerSocket.encode``)."""
+    if not 1 <= len(adu.pdu) <= 253 or not 0 <= adu.unit <= 0xFF or not 0 <= adu.transaction <= 0xFFFF:
+        raise _fail("length", f"expected a 1..253-byte PDU, unit 0..255, transaction 0..65535, got {adu}")
+    return _MBAP.encode(adu.pdu, adu.unit, adu.transaction)
+
+
+def rtu_from_tcp(adu: TcpAdu) -> bytes:
+    """The RTU ADU a gateway puts on the serial line for a Modbus-TCP request (adds the CRC)."""
+    return _FRAMER.encode(adu.pdu, adu.unit, 0)
+
+
+def tcp_from_rtu(frame: RtuFrame, transaction: int) -> TcpAdu:
+    """The Modbus-TCP ADU a gateway sends back for an RTU reply (the CRC is dropped)."""
+    return TcpAdu(transaction, frame.unit, frame.pdu)
 
 
 # ---- register maps -----------------------------------------------------------------------

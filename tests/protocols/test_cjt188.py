@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -264,3 +265,25 @@ def test_fuzz_mutated_frames_raise_only_frame_error(wire, edits):
     for candidate in (bytes(buf), fixed):
         with contextlib.suppress(FrameError):
             _decode_and_describe(candidate)
+
+
+def test_time_write_request_and_parser():
+    address = cjt188.address_from_display("78330011223344")
+    frame = cjt188.build_time_write(address, 0x10, datetime(2026, 1, 2, 3, 4, 5), ser=9)
+    wire = cjt188.encode(frame)
+    assert wire[11:21] == bytes.fromhex("15 A0 09 05 04 03 02 01 26 20")  # DI low first, seconds first
+    decoded = assert_decodes(cjt188.decode, wire)
+    assert cjt188.time_written(decoded) == datetime(2026, 1, 2, 3, 4, 5)
+    swapped = cjt188.build_time_write(address, 0x10, datetime(2026, 1, 2), di_order="swapped")
+    assert cjt188.time_written(one(cjt188.encode(swapped))) == datetime(2026, 1, 2)
+    for bad in (frame.data[:6], bytes.fromhex("05 04 03 32 01 26 20"), bytes.fromhex("0A 04 03 02 01 26 20")):
+        with pytest.raises(FrameError):
+            cjt188.time_written(replace(frame, data=bad))
+    with pytest.raises(FrameError):
+        cjt188.time_written(cjt188.build_valve(address, 0x10, True))
+
+
+def test_read_address_request_and_reply_builders_match_the_go_vectors():
+    assert cjt188.encode(cjt188.build_read_address(0x10, ser=0xA7)) == GO_READ_ADDRESS
+    reply = cjt188.build_address_reply(cjt188.address_from_display("78330123456789"), 0x10, ser=0xA7)
+    assert cjt188.encode(reply, preamble=2) == GO_ADDRESS_REPLY

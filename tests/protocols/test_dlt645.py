@@ -333,3 +333,32 @@ def test_fuzz_mutated_frames(wire: bytes, data: st.DataObject) -> None:
         pos = data.draw(st.integers(0, len(mutated) - 1))
         mutated[pos] = data.draw(st.integers(0, 255))
     _drain(bytes(mutated) + wire)
+
+
+@pytest.mark.parametrize("max_data", [9, 12, 16, 24, 200])
+def test_read_parts_split_on_values_and_join_back(max_data: int) -> None:
+    values = [Decimal("1.00"), Decimal("2.00"), Decimal("3.00"), Decimal("4.00"), Decimal("5.00")]
+    parts = dlt645.read_parts("000000000001", "0001FF00", values, max_data)
+    for seq, part in enumerate(parts):
+        assert len(part.data) <= max_data
+        assert part.more == (seq < len(parts) - 1)
+        assert part.function == (Function.READ if seq == 0 else Function.READ_FOLLOW)
+        assert dlt645.decode(dlt645.encode(part))[1] == part
+        if seq:
+            assert part.data[-1] == seq
+    whole = dlt645.values(dlt645.read_reply("000000000001", "0001FF00", values))
+    assert dlt645.join_parts(parts) == whole
+    with pytest.raises(FrameError):
+        dlt645.join_parts(parts[:-1] if len(parts) > 1 else [dlt645.error_reply("000000000001", 0x11, 2)])
+
+
+def test_write_command_and_baud_fields() -> None:
+    request = dlt645.write("000000000001", "04001001", bytes.fromhex("00500000"), "02123456", "12345678")
+    command = dlt645.write_command(request)
+    assert (command.di, command.password, command.operator) == ("04001001", "02123456", "12345678")
+    assert command.data == bytes.fromhex("00500000")
+    assert dlt645.values(request)["value"] == ("00500000", "")
+    assert dlt645.requested_baud(dlt645.change_baud("000000000001", 9600)) == 9600
+    assert dlt645.requested_baud(Frame("000000000001", Function.CHANGE_BAUD, b"\x03")) is None
+    with pytest.raises(FrameError):
+        dlt645.write_command(dlt645.read("000000000001", "04001001"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -252,3 +253,24 @@ def test_fuzz_mutated_frames_raise_only_frame_error(wire, edits):
     buf[-2] = sum(buf[4:-2]) & 0xFF
     with contextlib.suppress(FrameError):
         _decode_and_describe(bytes(buf))
+
+
+@given(st.datetimes(datetime(2000, 1, 1), datetime(2080, 12, 31)))
+@settings(max_examples=200, deadline=None)
+def test_time_point_round_trips(when: datetime) -> None:
+    (record,) = mbus.parse_records(mbus.encode_time_record(when))
+    assert record.name == "date_time"
+    assert record.value == when.strftime("%Y-%m-%dT%H:%M")
+
+
+def test_slave_requests_snd_nke_and_set_primary_address() -> None:
+    assert mbus.encode(mbus.snd_nke(5)) == bytes.fromhex("10 40 05 45 16")
+    wire = mbus.encode(mbus.set_primary_address(1, 7))
+    assert wire == bytes.fromhex("68 06 06 68 53 01 51 01 7A 07 27 16")
+    frame = assert_decodes(mbus.decode, wire)
+    (record,) = mbus.parse_records(frame.data)
+    assert (record.name, record.value) == ("bus_address", 7)
+    with pytest.raises(FrameError):
+        mbus.set_primary_address(1, 251)
+    with pytest.raises(FrameError):
+        mbus.time_point(datetime(2099, 1, 1))

@@ -62,6 +62,21 @@ class Endpoint:
     name: str
     write: Write
     buffer: bytearray = field(default_factory=bytearray)
+    baud: Callable[[], int | None] = lambda: None  # line speed the client talks at, if known
+
+
+def collide(replies: list[bytes]) -> bytes:
+    """What the master receives when several slaves send at once: the wired AND of their bytes.
+
+    On RS-485 and on M-Bus (EN 13757-2: a slave signals a space by drawing more current) a
+    space (0) from any sender wins over a mark (1); an idle line is all marks (FF).
+    """
+    size = max(len(r) for r in replies)
+    out = bytearray(b"\xff" * size)
+    for reply in replies:
+        for i, byte in enumerate(reply):
+            out[i] &= byte
+    return bytes(out)
 
 
 class Bus:
@@ -90,6 +105,7 @@ class Bus:
         self.link_fault: LinkFault | None = None
         self.transactions = 0
         self.codec_faults = 0  # decode raised something other than FrameError
+        self.collisions = 0  # transactions where more than one meter answered
         self._lock = asyncio.Lock()
         self._random = random.Random(seed)
 
@@ -121,29 +137,42 @@ class Bus:
                 del endpoint.buffer[:consumed]
                 return
             del endpoint.buffer[:consumed]
-            await self.transact(endpoint.write, frame, consumed)
+            await self.transact(endpoint.write, frame, consumed, endpoint.baud())
 
-    async def transact(self, write: Write, frame: Any, request_len: int) -> None:
-        """Clock the request onto the bus, let the meters act, send the one reply back."""
+    def _hears(self, meter: SimMeter, baud: int | None) -> bool:
+        """A meter switched to another line speed (DL/T 645 17H) hears only noise."""
+        mine = meter.state.baud or self.link.baud
+        return mine == (baud or self.link.baud)
+
+    async def transact(self, write: Write, frame: Any, request_len: int, baud: int | None = None) -> None:
+        """Clock the request onto the bus, let the meters act, send the one reply back.
+
+        ``baud`` is the line speed the request was sent at (a pty client's setting), when
+        the endpoint knows it; the bus's configured speed otherwise. Meters that answer at once
+        (a broadcast-with-reply, a wildcard) collide: see :func:`collide`.
+        """
         async with self._lock:
             self.transactions += 1
             await asyncio.sleep(request_len * self.link.char_time)
             if self.dead:
                 return
-            reply: bytes | None = None
-            answering: SimMeter | None = None
+            replies: list[tuple[SimMeter, bytes]] = []
             for meter in self.meters:
-                if meter.state.address in self.offline:
+                if meter.state.address in self.offline or not self._hears(meter, baud):
                     continue
                 try:
                     out = meter.handle(frame)
                 except Exception:  # a meter bug must not kill the bus
                     log.exception("bus %s: meter %s failed", self.name, meter.state.address)
                     continue
-                if out and reply is None:
-                    reply, answering = out, meter
-            if reply is None or answering is None:
+                if out:
+                    replies.append((meter, out))
+            if not replies:
                 return
+            answering, reply = replies[0]
+            if len(replies) > 1:
+                reply = collide([out for _, out in replies])
+                self.collisions += 1
             low, high = answering.model.response_delay_ms
             await asyncio.sleep(self._random.uniform(low, high) / 1000)
             for chunk in self._manipulate(reply):

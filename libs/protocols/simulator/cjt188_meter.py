@@ -1,4 +1,4 @@
-"""A CJ/T 188-2004 water or gas meter: 901F metering read, A017 valve, A015 clock.
+"""A CJ/T 188-2004 water or gas meter: 901F metering read, A017 valve, A015 clock, 810A address.
 
 Requests are decoded and replies encoded by :mod:`libs.protocols.cjt188` only. A model with
 ``reversed_di`` is a meter that reads and writes the data identifier high byte first: a
@@ -8,11 +8,12 @@ abnormal reply, as in the field.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
 from decimal import ROUND_DOWN, Decimal
 
 from libs.protocols import cjt188
 from libs.protocols.cjt188 import Cjt188Frame
+from libs.protocols.errors import FrameError
 
 from .site import MeterModel
 from .state import MeterState
@@ -50,6 +51,15 @@ class Cjt188Meter:
         broadcast = frame.address == cjt188.BROADCAST
         if not broadcast and frame.address != self.wire_address:
             return None
+        if broadcast and frame.control & 0x3F == cjt188.READ_ADDRESS:
+            # Read address goes to AA..AA on purpose and is answered (point-to-point lines).
+            self.state.advance()
+            return cjt188.encode(
+                cjt188.build_address_reply(
+                    self.wire_address, self.meter_type, ser=frame.ser, di_order=self.order
+                ),
+                preamble=2,
+            )
         di = frame.di
         if di is not None and frame.di_order != self.order:
             di = ((di & 0xFF) << 8) | (di >> 8)  # the meter reads the two bytes its own way
@@ -71,12 +81,16 @@ class Cjt188Meter:
                 return cjt188.build_write_reply(here, ERR_UNKNOWN_DI, ok=False)
             self.state.set_relay(frame.data[0] == cjt188.VALVE_OPEN)
             return cjt188.build_write_reply(here, self._status())
-        if function == cjt188.WRITE_DATA and di == 0xA015 and len(frame.data) >= 7:
-            stamp = frame.data[:7][::-1].hex()  # YYYYMMDDhhmmss, seconds sent first
+        if function == cjt188.READ_ADDRESS and di == cjt188.DI_ADDRESS:
+            return cjt188.build_address_reply(
+                self.wire_address, self.meter_type, ser=frame.ser, di_order=self.order
+            )
+        if function == cjt188.WRITE_DATA and di == cjt188.DI_TIME:
             try:
-                self.state.set_meter_time(datetime.strptime(stamp, "%Y%m%d%H%M%S"))
-            except ValueError:
+                when = cjt188.time_written(replace(frame, di=di))
+            except FrameError:
                 return cjt188.build_write_reply(here, ERR_UNKNOWN_DI, ok=False)
+            self.state.set_meter_time(when)
             return cjt188.build_write_reply(here, self._status())
         return cjt188.build_write_reply(here, ERR_UNKNOWN_DI, ok=False)
 

@@ -17,6 +17,7 @@ op                    arguments
 ``drift``             ``meter``, ``ppm`` and/or ``offset_s``
 ``relay``             ``meter``, ``closed`` (relay or valve, as from the field)
 ``recharge``          ``meter``, ``amount``
+``line``              ``bus``, ``baud`` (the DTU's line speed, after a meter's 17H change)
 ``advance``           ``seconds`` (only when the site runs on a manual clock)
 ====================  ==================================================================
 """
@@ -83,6 +84,8 @@ def apply(site: Site, request: dict[str, Any]) -> dict[str, Any]:
             site.drift(request["meter"], request.get("ppm"), request.get("offset_s"))
         elif op == "relay":
             site.meter(request["meter"]).state.set_relay(bool(request["closed"]))
+        elif op == "line":
+            site.set_line_speed(request["bus"], int(request["baud"]))
         elif op == "recharge":
             site.meter(request["meter"]).state.recharge(float(request["amount"]))
         elif op == "advance":

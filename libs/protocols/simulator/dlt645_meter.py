@@ -5,15 +5,19 @@ Requests are decoded and replies encoded by :mod:`libs.protocols.dlt645` (or
 data identifier of :mod:`libs.protocols.catalogue` are looked up by the catalogue's item names
 (``forward_active_energy_peak``, ``voltage_a``, ``daily_frozen_time_last_2`` …), so a new
 identifier in the catalogue is served as soon as its name is known here. Functions served:
-read 11H, read address 13H, broadcast time 08H, freeze 16H, relay control 1CH (with the
-model's password; expired commands refused; keep-power blocks trips).
+read 11H (in parts with read-follow-up 12H when the reply exceeds the model's
+``max_reply_data``), read address 13H, broadcast time 08H, write data 14H (writable catalogue
+items, with the model's password), freeze 16H (99999999: freeze now, also as a broadcast; other
+patterns set the timed-freeze schedule), baud change 17H (the reply goes out at the old speed,
+then the meter listens at the new one), relay control 1CH (with the model's password; expired
+commands refused; keep-power blocks trips).
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from types import ModuleType
 from typing import Any, cast
@@ -26,13 +30,27 @@ from libs.protocols.errors import FrameError
 from .site import MeterModel, Rate
 from .state import RATES, MeterState, Snapshot
 
-ERR_OTHER, ERR_NO_DATA, ERR_UNAUTHORISED = 0x01, 0x02, 0x04
+ERR_OTHER, ERR_NO_DATA, ERR_UNAUTHORISED, ERR_BAUD = 0x01, 0x02, 0x04, 0x08
+FREEZE_NOW = "99999999"
+# Parameters a meter has before anyone writes them (catalogue names, yuan).
+DEFAULT_SETTINGS = {
+    "alarm_amount_1_limit": Decimal("20.00"),
+    "alarm_amount_2_limit": Decimal("10.00"),
+    "overdraft_amount_limit": Decimal("0.00"),
+    "hoarding_amount_limit": Decimal("0.00"),
+    "close_allowed_amount_limit": Decimal("0.00"),
+}
+RATE_INDEX: dict[str, Rate] = {"sharp": "sharp", "peak": "peak", "flat": "flat", "valley": "valley"}
 PREAMBLE = 4  # real meters wake the line with four FE bytes
 MISSING = object()
 _ENERGY = re.compile(
     r"^(combined_active|forward_active|reverse_active|combined_reactive_1)_energy_"
     r"(total|sharp|peak|flat|valley)(?:_settlement_(\d+))?$"
 )
+_INSTANT = re.compile(
+    r"^instant_frozen_(time|forward_active_energy_(total|sharp|peak|flat|valley))(?:_last_(\d+))?$"
+)
+_PRICE = re.compile(r"^tariff_price_(sharp|peak|flat|valley)$")
 _DAILY = re.compile(
     r"^daily_frozen_(time|forward_active_energy_(total|sharp|peak|flat|valley))"
     r"(?:_last_(\d+))?$"
@@ -60,6 +78,13 @@ class Dlt645Meter:
         self.read_address = getattr(fn, "READ_ADDRESS", None)
         self.relay = getattr(fn, "RELAY", None)
         self.freeze = getattr(fn, "FREEZE", None)
+        # Follow-up frames, writes and baud changes as DL/T 645-2007 lays them out; the 1997
+        # edition has these functions with other layouts, not simulated.
+        edition_2007 = codec is dlt645
+        self.follow = fn.READ_FOLLOW if edition_2007 else None
+        self.write = fn.WRITE if edition_2007 else None
+        self.change_baud = fn.CHANGE_BAUD if edition_2007 else None
+        self.pending: dict[str, list[Any]] = {}  # DI -> reply parts still to fetch with 12H
 
     def matches(self, address: str) -> bool:
         """True when ``address`` (display order, ``AA`` pairs are wildcards) names this meter."""
@@ -81,6 +106,8 @@ class Dlt645Meter:
             if frame.function == self.time_sync:
                 self.state.advance()
                 self.state.set_meter_time(link.datetime_from_wire(frame.data, self.codec.PROTOCOL))
+            elif frame.function == self.freeze and self.freeze is not None:
+                self._freeze(frame)
             return None
         if not self.matches(frame.address):
             return None
@@ -95,13 +122,27 @@ class Dlt645Meter:
         codec = self.codec
         if fn in self.reads and frame.di is not None:
             return self._read(address, frame.di, fn)
+        if fn == self.follow and frame.di is not None:
+            parts = self.pending.get(frame.di, [])
+            seq = frame.data[4]
+            return parts[seq] if 0 < seq < len(parts) else codec.error_reply(address, fn, ERR_NO_DATA)
         if fn == self.read_address:
             return codec.Frame(address, 0x80 | fn, link.address_to_wire(address, codec.PROTOCOL))
         if fn == self.relay:
             code = self._relay(frame)
             return codec.error_reply(address, fn, code) if code else codec.Frame(address, 0x80 | fn)
+        if fn == self.write:
+            code = self._write(frame)
+            return codec.error_reply(address, fn, code) if code else codec.Frame(address, 0x80 | fn)
         if fn == self.freeze:
-            return codec.Frame(address, 0x80 | fn)
+            code = self._freeze(frame)
+            return codec.error_reply(address, fn, code) if code else codec.Frame(address, 0x80 | fn)
+        if fn == self.change_baud:
+            baud = dlt645.requested_baud(frame)
+            if baud is None:
+                return codec.error_reply(address, fn, ERR_BAUD)
+            self.state.baud = baud  # this reply still goes out at the old speed
+            return codec.Frame(address, 0x80 | fn, frame.data)
         if fn == self.time_sync:
             return None  # time sync is only accepted as a broadcast
         return codec.error_reply(address, fn, ERR_OTHER)
@@ -117,10 +158,61 @@ class Dlt645Meter:
         if all(v is MISSING for v in values):
             return self.codec.error_reply(address, fn, ERR_NO_DATA)
         filled = [None if v is MISSING else v for v in values]
+        value = filled if item.members else filled[0]
         try:
-            return self.codec.read_reply(address, di, filled if item.members else filled[0])
+            if self.follow is None:  # DL/T 645-1997: no follow-up frames
+                return self.codec.read_reply(address, di, value)
+            parts = dlt645.read_parts(address, di, value, self.model.max_reply_data)
         except FrameError:  # a value out of range for its format: the meter has no such data
             return self.codec.error_reply(address, fn, ERR_NO_DATA)
+        if len(parts) > 1:
+            self.pending = {di: parts}  # a new read forgets the parts of the last one
+        return parts[0]
+
+    def _write(self, frame: Frame) -> int:
+        """Carry out a 14H write; return 0 or the error-status byte."""
+        try:
+            command = dlt645.write_command(frame)
+        except FrameError:
+            return ERR_OTHER
+        if command.password.upper() != self.model.password.upper():
+            return ERR_UNAUTHORISED
+        item = catalogue.lookup(command.di)
+        if item is None:
+            return ERR_NO_DATA
+        if not item.writable:
+            return ERR_UNAUTHORISED
+        try:
+            written = catalogue.decode_data(command.di, command.data)
+        except FrameError:
+            return ERR_OTHER
+        state = self.state
+        state.advance()
+        value = written[item.name][0]
+        if item.name == "meter_time":
+            clock = state.meter_time().replace(tzinfo=None)
+            state.set_meter_time(
+                datetime.combine(clock.date(), datetime.strptime(str(value), "%H:%M:%S").time())
+            )
+        elif item.name == "meter_date":
+            clock = state.meter_time().replace(tzinfo=None)
+            state.set_meter_time(datetime.combine(date.fromisoformat(str(value)), clock.time()))
+        elif (match := _PRICE.match(item.name)) and isinstance(value, Decimal):
+            state.tariff_prices[RATE_INDEX[match.group(1)]] = float(value)
+        state.settings[item.name] = value
+        return 0
+
+    def _freeze(self, frame: Frame) -> int:
+        """Carry out a 16H freeze: 99999999 freezes now, MMDDhhmm sets the timed freeze."""
+        try:
+            pattern = link.digits_from_bcd(frame.data, self.codec.PROTOCOL, "freeze time")
+        except FrameError:
+            return ERR_OTHER
+        if pattern == FREEZE_NOW:
+            self.state.freeze_now()
+        else:
+            self.state.settings["timed_freeze"] = pattern
+        return 0
 
     def _relay(self, frame: Frame) -> int:
         """Carry out a 1CH command; return 0 or the error-status byte."""
@@ -167,6 +259,19 @@ class Dlt645Meter:
                 snap = state.frozen_monthly[months[n - 1]]
                 return _dec(_register(snap.total, snap.rates, rate), decimals)
             return _dec(_register(state.total, state.rates, rate), decimals)
+        if match := _INSTANT.match(name):
+            what, rate, last = match.groups()
+            n = int(last or 1)
+            if n > len(state.frozen_instant):
+                return MISSING
+            snap = state.frozen_instant[n - 1]
+            if what == "time":
+                return snap.at.replace(tzinfo=None)
+            return _dec(_register(snap.total, snap.rates, rate), decimals)
+        if match := _PRICE.match(name):
+            return _dec(state.tariff_prices.get(RATE_INDEX[match.group(1)], state.price), decimals)
+        if name in state.settings or name in DEFAULT_SETTINGS:
+            return state.settings.get(name, DEFAULT_SETTINGS.get(name))
         if match := _DAILY.match(name):
             what, rate, last = match.groups()
             days = sorted(state.frozen_daily, reverse=True)

@@ -18,6 +18,7 @@ from libs.protocols.registry import codec
 from .bus import Bus, SimMeter
 from .clock import Clock, RealClock
 from .faults import LinkFault
+from .gateway import ModbusTcpGateway
 from .profile import LoadProfile
 from .site import BusConfig, MeterModel, SiteConfig
 from .state import MeterState
@@ -31,6 +32,7 @@ METER_MODULES: dict[str, str] = {
     "dlt645-1997": "libs.protocols.simulator.dlt645_meter",
     "cjt188": "libs.protocols.simulator.cjt188_meter",
     "modbus-rtu": "libs.protocols.simulator.modbus_meter",
+    "mbus": "libs.protocols.simulator.mbus_meter",
 }
 
 
@@ -52,6 +54,8 @@ class Site:
         self.unavailable: dict[str, str] = {}  # bus -> why it is not simulated (codec missing)
         self.tcp: dict[str, TcpPassThrough] = {}
         self.ptys: dict[str, PtySerial] = {}
+        self.gateways: dict[str, ModbusTcpGateway] = {}
+        self._gateway_buses = [b.name for c in config.concentrators for b in c.buses if b.modbus_tcp]
         for conc in config.concentrators:
             for bus_cfg in conc.buses:
                 try:
@@ -65,6 +69,7 @@ class Site:
         for meter_cfg in cfg.meters:
             model = self.config.model(meter_cfg.model)
             state = MeterState.from_config(meter_cfg, model, self.profile, self.clock)
+            state.baud = cfg.link.baud
             bus.meters.append(make_meter(cfg.protocol, state, model))
         return bus
 
@@ -79,6 +84,12 @@ class Site:
                 serial = PtySerial(bus)
                 await serial.start()
                 self.ptys[name] = serial
+        # Modbus-TCP gateways after the bus ports: base_port + len(buses) + k, or free ports.
+        for index, name in enumerate(n for n in self._gateway_buses if n in self.buses):
+            port = base_port + len(self.buses) + index if base_port else 0
+            gateway = ModbusTcpGateway(self.buses[name], host, port)
+            await gateway.start()
+            self.gateways[name] = gateway
 
     async def stop(self) -> None:
         """Close every endpoint."""
@@ -86,8 +97,11 @@ class Site:
             await server.stop()
         for serial in self.ptys.values():
             await serial.stop()
+        for gateway in self.gateways.values():
+            await gateway.stop()
         self.tcp.clear()
         self.ptys.clear()
+        self.gateways.clear()
 
     def endpoints(self) -> list[dict[str, Any]]:
         """One JSON-able line per bus: name, concentrator, protocol, link, TCP endpoint, pty."""
@@ -104,6 +118,8 @@ class Site:
                 line.update(self.tcp[name].describe())
             if name in self.ptys:
                 line.update(self.ptys[name].describe())
+            if name in self.gateways:
+                line.update(self.gateways[name].describe())
             lines.append(line)
         for name, why in self.unavailable.items():
             lines.append({"bus": name, "unavailable": why})
@@ -141,6 +157,11 @@ class Site:
     def set_link_fault(self, bus_name: str, fault: LinkFault | None) -> None:
         """Manipulate (or stop manipulating) the reply bytes of a bus."""
         self.bus(bus_name).link_fault = fault
+
+    def set_line_speed(self, bus_name: str, baud: int) -> None:
+        """Set the speed the concentrator / DTU talks on a bus (after a meter changed its own)."""
+        bus = self.bus(bus_name)
+        bus.link = bus.link.model_copy(update={"baud": baud})
 
     def rollover(self, meter_id: str, value: float = 999999.9) -> None:
         """Put a meter's total register just below the rollover, so it wraps soon."""

@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Protocol = Literal["dlt645-2007", "dlt645-1997", "cjt188", "modbus-rtu"]
-Kind = Literal["electricity", "water", "gas"]
+Protocol = Literal["dlt645-2007", "dlt645-1997", "cjt188", "modbus-rtu", "mbus"]
+Kind = Literal["electricity", "water", "gas", "heat"]
 Rate = Literal["sharp", "peak", "flat", "valley"]
 
 # fmt: off
@@ -72,6 +72,10 @@ class MeterModel(_Strict):
     password: str = "02000000"  # DL/T 645 control password PA P0 P1 P2 (wire order), hex
     operator: str = "00000000"  # DL/T 645 operator code, hex
     drift_ppm: float = 0.0  # meter clock drift, parts per million
+    # DL/T 645: data bytes the meter puts in one reply (the standard allows 200); a longer
+    # read reply goes out in parts, fetched with read-follow-up 12H requests.
+    max_reply_data: int = Field(200, ge=8, le=200)
+    manufacturer: str = Field("MFL", pattern="^[A-Z]{3}$")  # M-Bus three-letter manufacturer
 
     @model_validator(mode="after")
     def _check_delay(self) -> MeterModel:
@@ -93,6 +97,9 @@ class MeterConfig(_Strict):
     purchases: int = Field(0, ge=0)
     relay_closed: bool = True
     valve_open: bool = True
+    # M-Bus: identification number (secondary address, 8 digits); default: the primary
+    # address padded with zeros. ``address`` is the primary address 0..250 on M-Bus buses.
+    ident: str | None = Field(None, pattern="^[0-9]{8}$")
 
 
 class BusConfig(_Strict):
@@ -102,6 +109,18 @@ class BusConfig(_Strict):
     protocol: Protocol
     link: Link = Field(default_factory=Link)
     meters: list[MeterConfig] = Field(default_factory=list)
+    # Modbus-RTU buses: also listen for Modbus-TCP (MBAP) and translate, like a TCP gateway.
+    modbus_tcp: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> BusConfig:
+        if self.modbus_tcp and self.protocol != "modbus-rtu":
+            raise ValueError(f"bus {self.name}: modbus_tcp needs protocol modbus-rtu")
+        if self.protocol == "mbus":
+            for meter in self.meters:
+                if not (meter.address.isdigit() and 0 <= int(meter.address) <= 250):
+                    raise ValueError(f"bus {self.name}: M-Bus primary address 0..250, got {meter.address!r}")
+        return self
 
 
 class ConcentratorConfig(_Strict):
@@ -171,6 +190,10 @@ def default_models() -> dict[str, MeterModel]:
             protocol="cjt188", kind="water", reversed_di=True, response_delay_ms=(80, 300)
         ),
         "gas-cjt188": MeterModel(protocol="cjt188", kind="gas", response_delay_ms=(100, 500)),
+        "mbus-water": MeterModel(
+            protocol="mbus", kind="water", manufacturer="MFW", response_delay_ms=(20, 60)
+        ),
+        "mbus-heat": MeterModel(protocol="mbus", kind="heat", manufacturer="MFH", response_delay_ms=(20, 60)),
     }
 
 

@@ -20,6 +20,7 @@ ROLLOVER = 1_000_000.0  # registers show XXXXXX.XX; 999999.99 + 0.01 -> 0.00
 RATES: tuple[Rate, ...] = ("sharp", "peak", "flat", "valley")
 KEEP_DAILY = 62
 KEEP_MONTHLY = 12
+KEEP_INSTANT = 3  # DL/T 645-2007 keeps the last 3 instantaneous freezes (05 01 xx 01..03)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,11 @@ class MeterState:
     drift_ppm: float = 0.0
     drift_since: datetime | None = None
     last: datetime | None = None
+    frozen_instant: list[Snapshot] = field(default_factory=list)  # newest first
+    tariff_prices: dict[Rate, float] = field(default_factory=dict)  # per rate; else ``price``
+    settings: dict[str, object] = field(default_factory=dict)  # written parameters, by name
+    ident: str | None = None  # M-Bus identification number (secondary address)
+    baud: int | None = None  # line speed the meter listens at (None: the bus's)
 
     @classmethod
     def from_config(
@@ -96,6 +102,7 @@ class MeterState:
             drift_ppm=model.drift_ppm,
             drift_since=now,
             last=now,
+            ident=cfg.ident,
         )
         # Spread the starting total over the rates in a plausible proportion.
         for rate, share in zip(RATES, (0.1, 0.35, 0.3, 0.25), strict=True):
@@ -127,7 +134,7 @@ class MeterState:
         self.rates[rate] = (self.rates[rate] + amount) % ROLLOVER
         self.reactive = (self.reactive + amount * 0.25) % ROLLOVER
         if self.model.prepaid:
-            self.balance -= amount * self.price
+            self.balance -= amount * self.tariff_prices.get(rate, self.price)
             if self.balance <= 0 and self.relay_closed and not self.keep_power:
                 self.relay_closed = False  # arrears: a prepaid meter trips itself
 
@@ -141,6 +148,13 @@ class MeterState:
             self.frozen_monthly[(day.year, day.month)] = snap
             while len(self.frozen_monthly) > KEEP_MONTHLY:
                 del self.frozen_monthly[min(self.frozen_monthly)]
+
+    def freeze_now(self) -> Snapshot:
+        """Instantaneous freeze (DL/T 645 16H with pattern 99999999): snapshot the registers."""
+        self.advance()
+        snap = Snapshot(at=self.meter_time(), total=self.total, rates=dict(self.rates))
+        self.frozen_instant = [snap, *self.frozen_instant][:KEEP_INSTANT]
+        return snap
 
     def meter_time(self, at: datetime | None = None) -> datetime:
         """The meter's own clock (local time, aware), including its offset and drift."""
@@ -218,6 +232,7 @@ class MeterState:
         self.balance = 0.0 if self.model.prepaid else self.balance
         self.relay_closed = True
         self.frozen_daily.clear()
+        self.frozen_instant.clear()
         self.frozen_monthly.clear()
         self.replaced_count += 1
         if new_address is not None:

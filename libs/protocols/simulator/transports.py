@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import termios
 import tty
 from itertools import count
 
@@ -17,6 +18,11 @@ from .bus import Bus, Endpoint
 
 log = logging.getLogger(__name__)
 _ids = count(1)
+# termios speed constants <-> bits per second, for the line speeds meters use.
+_SPEEDS = {
+    getattr(termios, f"B{baud}"): baud
+    for baud in (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+}
 
 
 class TcpPassThrough:
@@ -94,6 +100,11 @@ class PtySerial:
         """Open the pty and start moving bytes."""
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
+        # Start at the bus's speed, so a client that never sets one (cat, socat) is heard.
+        attrs = termios.tcgetattr(self._slave)
+        speed = next((c for c, b in _SPEEDS.items() if b == self.bus.link.baud), attrs[4])
+        attrs[4] = attrs[5] = speed
+        termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
         os.set_blocking(self._master, False)
         self.path = os.ttyname(self._slave)
         loop = asyncio.get_running_loop()
@@ -116,8 +127,14 @@ class PtySerial:
         except BlockingIOError:
             log.debug("pty %s: output buffer full, reply bytes dropped", self.path)
 
+    def baud(self) -> int | None:
+        """The line speed the client set on the pty (pyserial ``baudrate``), if a known one."""
+        if self._slave < 0:
+            return None
+        return _SPEEDS.get(termios.tcgetattr(self._slave)[5])
+
     async def _run(self) -> None:
-        endpoint = Endpoint(f"{self.bus.name}/pty", self._write)
+        endpoint = Endpoint(f"{self.bus.name}/pty", self._write, baud=self.baud)
         while True:
             data = await self._queue.get()
             try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 
 from libs.protocols import cjt188
@@ -84,4 +86,24 @@ async def test_broadcast_valve_acts_silently(site: Site) -> None:
     assert await client.silent(cjt188.encode(frame))
     states = [m.state.relay_closed for m in site.bus("w").meters if not m.model.reversed_di]
     assert states == [False, False]
+    await client.close()
+
+
+async def test_time_write_and_read_address(site: Site) -> None:
+    client = await TcpClient.connect(site, "w")
+    address = cjt188.address_from_display("00000000000001")
+    write = cjt188.build_time_write(address, 0x10, datetime(2026, 1, 1, 12, 30, 0), ser=3)
+    ack, _ = await client.ask(cjt188.encode(write), cjt188.decode)
+    assert (ack.control, ack.di, ack.ser) == (0x84, cjt188.DI_TIME, 3)
+    reply, _ = await client.ask(read("00000000000001"), cjt188.decode)
+    assert cjt188.metering_values(reply)["meter_time"]["value"] == "2026-01-01T12:30:00"
+    bad = replace(write, data=bytes.fromhex("00 00 25 01 01 26 20"))  # 25 o'clock
+    refused, _ = await client.ask(cjt188.encode(bad), cjt188.decode)
+    assert refused.control & cjt188.ABNORMAL
+    # Read address is for a point-to-point line: leave one meter talking.
+    site.set_offline("w/00000000000001")
+    site.set_offline("w/00000000000003")
+    found, _ = await client.ask(cjt188.encode(cjt188.build_read_address(ser=5)), cjt188.decode)
+    assert (found.control, found.di, found.ser) == (0x83, cjt188.DI_ADDRESS, 5)
+    assert cjt188.address_display(found.address) == "00000000000002"
     await client.close()

@@ -1,0 +1,115 @@
+"""A Modbus-TCP to Modbus-RTU gateway in front of a simulated RS-485 bus.
+
+Like the serial gateways sites put in front of Modbus-RTU meters (Modbus Messaging on TCP/IP
+v1.0b, clause 4.4.2 "gateway"): a client sends MBAP ADUs; the gateway strips the MBAP header,
+adds the RTU CRC, puts the frame on the serial bus, and turns the RTU reply back into an MBAP
+ADU with the client's transaction id. Framing on both sides is :mod:`libs.protocols.modbus`
+(pymodbus framers); the bus transaction (timing, faults, the one-at-a-time lock) is
+:meth:`Bus.transact`. When no valid reply arrives within ``timeout`` the gateway answers
+exception 0B (gateway target device failed to respond); unit 0 is a broadcast and gets no
+answer; a PDU the RTU side cannot frame gets exception 01 (illegal function).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from libs.protocols import modbus
+from libs.protocols.errors import FrameError
+
+from .bus import Bus
+
+log = logging.getLogger(__name__)
+ILLEGAL_FUNCTION = 0x01
+TARGET_FAILED = 0x0B
+
+
+class ModbusTcpGateway:
+    """One listening TCP port translating Modbus-TCP to the RTU bus and back."""
+
+    def __init__(self, bus: Bus, host: str = "127.0.0.1", port: int = 0, timeout: float = 1.0) -> None:
+        self.bus = bus
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen; ``port`` 0 picks a free port, read back from :attr:`port`."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        buf = b""
+        try:
+            while data := await reader.read(4096):
+                buf += data
+                while True:
+                    consumed, adu = modbus.decode_tcp(buf)
+                    if adu is None:
+                        break
+                    buf = buf[consumed:]
+                    answer = await self.forward(adu)
+                    if answer is not None:
+                        writer.write(modbus.encode_tcp(answer))
+                        await writer.drain()
+        except FrameError as exc:  # not Modbus-TCP: a gateway closes such a connection
+            log.debug("gateway %s: %s, closing", self.bus.name, exc)
+        except (ConnectionError, asyncio.CancelledError):  # see TcpPassThrough._serve
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def forward(self, adu: modbus.TcpAdu) -> modbus.TcpAdu | None:
+        """Run one request over the RTU bus; the MBAP answer, or None for a broadcast."""
+        rtu = modbus.rtu_from_tcp(adu)
+        try:
+            _, request = self.bus.decode(rtu)
+        except FrameError:
+            request = None
+        if request is None:
+            return self._exception(adu, ILLEGAL_FUNCTION)
+        received = bytearray()
+
+        async def collect(data: bytes) -> None:
+            received.extend(data)
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.bus.transact(collect, request, len(rtu)), self.timeout)
+        if adu.unit == 0:
+            return None
+        try:
+            _, reply = modbus.decode_response(bytes(received))
+        except FrameError:  # corrupted on the line: the gateway drops it
+            reply = None
+        if reply is None or reply.unit != adu.unit:
+            return self._exception(adu, TARGET_FAILED)
+        return modbus.tcp_from_rtu(reply, adu.transaction)
+
+    @staticmethod
+    def _exception(adu: modbus.TcpAdu, code: int) -> modbus.TcpAdu:
+        return modbus.TcpAdu(adu.transaction, adu.unit, bytes([(adu.pdu[0] | 0x80) & 0xFF, code]))
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    def describe(self) -> dict[str, object]:
+        """The endpoint as printed by the CLI."""
+        return {"modbus_tcp": f"{self.host}:{self.port}"}
