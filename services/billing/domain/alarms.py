@@ -1,0 +1,136 @@
+"""Balance alarms of prepaid accounts (MISSION.md B4, C1): level 1, level 2, arrears.
+
+- Level 1 is active while ``balance <= level1_fen``, level 2 while ``balance <= level2_fen``,
+  arrears while ``balance <= -overdraft_fen``. Each is raised once when its condition starts and
+  cleared when a balance change (recharge, allowance, adjustment) ends it.
+- Ids are deterministic: an alarm's id derives from the account, the kind and the event that
+  raised it, so replaying the log raises the same alarm with the same id.
+- Arrears asks control to trip every meter of the account (``requested_by="policy:arrears"``);
+  the change that ends arrears asks to close them again.
+- Postpaid accounts owe by design until settlement: they get no balance alarms here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from libs.events.base import Event, event_id_for
+from libs.events.billing import AlarmCleared, AlarmKind, AlarmRaised
+from libs.events.control import Action, CommandRequested
+
+SEVERITY = {AlarmKind.BALANCE_LEVEL1: 1, AlarmKind.BALANCE_LEVEL2: 2, AlarmKind.ARREARS: 3}
+
+
+@dataclass(frozen=True)
+class AlarmPolicy:
+    level1_fen: int = 2000
+    level2_fen: int = 500
+
+    def __post_init__(self) -> None:
+        if self.level2_fen > self.level1_fen:
+            raise ValueError(f"level 2 ({self.level2_fen}) must not exceed level 1 ({self.level1_fen})")
+
+
+@dataclass(frozen=True)
+class AlarmConfig:
+    """Thresholds: per account, else per project, else the default (AccountOpened has none yet)."""
+
+    default: AlarmPolicy = AlarmPolicy()
+    per_project: dict[str, AlarmPolicy] = field(default_factory=dict)
+    per_account: dict[str, AlarmPolicy] = field(default_factory=dict)
+
+    def policy(self, project_id: str, account_id: str) -> AlarmPolicy:
+        return self.per_account.get(account_id) or self.per_project.get(project_id) or self.default
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the evaluation needs to know about the account."""
+
+    project_id: str
+    account_id: str
+    meter_ids: tuple[str, ...]
+    overdraft_fen: int
+
+
+def conditions(balance_fen: int, overdraft_fen: int, policy: AlarmPolicy) -> set[AlarmKind]:
+    out = set()
+    if balance_fen <= policy.level1_fen:
+        out.add(AlarmKind.BALANCE_LEVEL1)
+    if balance_fen <= policy.level2_fen:
+        out.add(AlarmKind.BALANCE_LEVEL2)
+    if balance_fen <= -overdraft_fen:
+        out.add(AlarmKind.ARREARS)
+    return out
+
+
+def evaluate(
+    subject: Subject,
+    active: dict[AlarmKind, str],
+    balance_fen: int,
+    cause: Event,
+    policy: AlarmPolicy,
+) -> tuple[dict[AlarmKind, str], list[Event]]:
+    """New active alarms (kind → alarm id) and the facts to emit after a balance change."""
+    now = conditions(balance_fen, subject.overdraft_fen, policy)
+    out: list[Event] = []
+    envelope = {
+        "project_id": subject.project_id,
+        "subject_id": subject.account_id,
+        "time": cause.time,
+        "causation_id": cause.event_id,
+        "correlation_id": cause.correlation_id or cause.event_id,
+    }
+    result = dict(active)
+    for kind in sorted(now - set(active)):
+        alarm_id = event_id_for(subject.project_id, "alarm", subject.account_id, kind.value, cause.event_id)
+        result[kind] = alarm_id
+        out.append(
+            AlarmRaised(
+                event_id=event_id_for(subject.project_id, "alarm_raised", alarm_id),
+                alarm_id=alarm_id,
+                kind=kind,
+                severity=SEVERITY[kind],
+                message=f"account {subject.account_id}: {kind.value} at balance {balance_fen} fen",
+                details={"balance_fen": str(balance_fen)},
+                **envelope,
+            )
+        )
+    for kind in sorted(set(active) - now):
+        alarm_id = result.pop(kind)
+        out.append(
+            AlarmCleared(
+                event_id=event_id_for(subject.project_id, "alarm_cleared", alarm_id),
+                alarm_id=alarm_id,
+                kind=kind,
+                reason=f"balance {balance_fen} fen",
+                **envelope,
+            )
+        )
+    if AlarmKind.ARREARS in now and AlarmKind.ARREARS not in active:
+        out += _commands(subject, Action.TRIP, cause, envelope)
+    if AlarmKind.ARREARS in active and AlarmKind.ARREARS not in now:
+        out += _commands(subject, Action.CLOSE, cause, envelope)
+    return result, out
+
+
+def _commands(subject: Subject, action: Action, cause: Event, envelope: dict[str, object]) -> list[Event]:
+    reason = "arrears" if action is Action.TRIP else "arrears ended"
+    out: list[Event] = []
+    for meter_id in subject.meter_ids:
+        command_id = event_id_for(subject.project_id, "command", meter_id, action.value, cause.event_id)
+        out.append(
+            CommandRequested.model_validate(
+                {
+                    **envelope,
+                    "subject_id": meter_id,
+                    "event_id": command_id,
+                    "command_id": command_id,
+                    "meter_id": meter_id,
+                    "action": action,
+                    "requested_by": "policy:arrears",
+                    "reason": reason,
+                }
+            )
+        )
+    return out

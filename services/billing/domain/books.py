@@ -1,0 +1,162 @@
+"""The billing books: routes every fact to the pure per-aggregate folds and collects what they emit.
+
+``Books`` holds maps of *immutable* aggregate states (meters, accounts, tariff books) and
+replaces an entry per event — the only mutation — so a handled event costs O(1) and a
+consistent snapshot is a shallow :meth:`copy`. Replaying the same facts in the same order into
+fresh books gives the same states and the same emitted facts (ids are derived, not random).
+
+Outputs of billing itself (BalanceChanged, alarms, commands) are ignored on input: they are
+consequences, re-derived on replay, never causes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
+from libs.events.base import Event, event_id_for
+from libs.events.billing import (
+    AccountOpened,
+    AlarmKind,
+    AlarmRaised,
+    AllowanceAccepted,
+    BillingMode,
+    ClearAccepted,
+    RechargeAccepted,
+    RefundAccepted,
+    TariffPublished,
+)
+from services.billing.domain import ledger
+from services.billing.domain.alarms import AlarmConfig
+from services.billing.domain.consumption import (
+    Anomaly,
+    Delta,
+    Ignored,
+    MeterState,
+    Outcome,
+    observe,
+    registered,
+    replaced,
+)
+from services.billing.domain.facts import AdjustmentAccepted, ChargeApplied, Command
+from services.billing.domain.pricing import price_delta
+from services.billing.domain.purchases import PurchaseWatch, reconcile
+from services.billing.domain.tariff import TariffBook, TariffVersion
+
+MONEY = (RechargeAccepted, RefundAccepted, ClearAccepted, AllowanceAccepted, AdjustmentAccepted)
+
+
+@dataclass
+class Books:
+    alarm_config: AlarmConfig = field(default_factory=AlarmConfig)
+    accounts: dict[str, ledger.AccountState] = field(default_factory=dict)
+    meters: dict[str, MeterState] = field(default_factory=dict)
+    tariffs: dict[str, TariffBook] = field(default_factory=dict)
+    meter_account: dict[str, str] = field(default_factory=dict)
+    purchases: dict[str, PurchaseWatch] = field(default_factory=dict)
+
+    def copy(self) -> Books:
+        return Books(
+            self.alarm_config,
+            dict(self.accounts),
+            dict(self.meters),
+            dict(self.tariffs),
+            dict(self.meter_account),
+            dict(self.purchases),
+        )
+
+    def decide(self, command: Command) -> list[Event]:
+        return ledger.decide(self.accounts.get(command.account_id), command)
+
+    def handle(self, fact: Event) -> list[Event]:
+        """Fold one fact; return the facts it causes (empty for unknown or duplicate input)."""
+        if isinstance(fact, ReadingRecorded):
+            meter, outcome = observe(self._meter(fact.meter_id), fact)
+            self.meters[fact.meter_id] = meter
+            out = self._consumed(fact, outcome)
+            if isinstance(outcome, Ignored) and outcome.reason not in ("baseline", "no_register"):
+                return out  # a duplicate or stale reading says nothing new about purchases
+            return out + self._purchases(fact)
+        if isinstance(fact, MeterReplaced):
+            meter, outcome = replaced(self._meter(fact.meter_id), fact)
+            self.meters[fact.meter_id] = meter
+            return self._consumed(fact, outcome)
+        if isinstance(fact, MeterRegistered):
+            self.meters[fact.meter_id] = registered(self.meters.get(fact.meter_id), fact)
+        elif isinstance(fact, TariffPublished):
+            book = self.tariffs.get(fact.tariff_id) or TariffBook(tariff_id=fact.tariff_id)
+            self.tariffs[fact.tariff_id] = book.publish(TariffVersion.from_event(fact))
+        elif isinstance(fact, AccountOpened):
+            if fact.account_id not in self.accounts:
+                self.accounts[fact.account_id] = ledger.opened(fact)
+                self.meter_account.update(dict.fromkeys(fact.meter_ids, fact.account_id))
+        elif isinstance(fact, MONEY):
+            account = self.accounts.get(fact.account_id)
+            if account is None:
+                raise ledger.AccountNotFound(f"{type(fact).__name__} for unknown account {fact.account_id}")
+            policy = self.alarm_config.policy(account.project_id, account.account_id)
+            account, out = ledger.apply_money(account, fact, policy)
+            self.accounts[account.account_id] = account
+            return out
+        return []
+
+    def _meter(self, meter_id: str) -> MeterState:
+        return self.meters.get(meter_id) or MeterState(meter_id=meter_id)
+
+    def _consumed(self, fact: ReadingRecorded | MeterReplaced, outcome: Outcome) -> list[Event]:
+        if isinstance(outcome, Anomaly):
+            return [_anomaly(fact, outcome)]
+        account_id = self.meter_account.get(fact.meter_id)
+        if not isinstance(outcome, Delta) or account_id is None:
+            return []
+        account = self.accounts[account_id]
+        book = self.tariffs.get(account.tariff_id) or TariffBook(tariff_id=account.tariff_id)
+        charge = price_delta(book, outcome, account.tier_used, account.opened_at)
+        if not charge.lines:
+            return []
+        applied = ChargeApplied(
+            event_id=event_id_for(account.project_id, "charge", fact.event_id),
+            project_id=account.project_id,
+            subject_id=account_id,
+            time=fact.time,
+            causation_id=fact.event_id,
+            correlation_id=fact.correlation_id or fact.event_id,
+            account_id=account_id,
+            meter_id=fact.meter_id,
+            start=outcome.start,
+            end=outcome.end,
+            lines=charge.lines,
+            amount_fen=charge.amount_fen,
+        )
+        policy = self.alarm_config.policy(account.project_id, account_id)
+        account, out = ledger.apply_charge(account, applied, charge.tier_used, policy)
+        self.accounts[account_id] = account
+        return out
+
+    def _purchases(self, fact: ReadingRecorded) -> list[Event]:
+        account_id = self.meter_account.get(fact.meter_id)
+        if fact.purchase_count is None or account_id is None or fact.frozen is not None:
+            return []
+        account = self.accounts[account_id]
+        if account.mode is not BillingMode.PREPAID:
+            return []
+        watch, out = reconcile(self.purchases.get(fact.meter_id, PurchaseWatch()), account, fact)
+        self.purchases[fact.meter_id] = watch
+        return out
+
+
+def _anomaly(fact: ReadingRecorded | MeterReplaced, outcome: Anomaly) -> AlarmRaised:
+    alarm_id = event_id_for(fact.project_id, "alarm", fact.meter_id, "anomaly", fact.event_id)
+    return AlarmRaised(
+        event_id=event_id_for(fact.project_id, "alarm_raised", alarm_id),
+        project_id=fact.project_id,
+        subject_id=fact.meter_id,
+        time=fact.time,
+        causation_id=fact.event_id,
+        correlation_id=fact.correlation_id or fact.event_id,
+        alarm_id=alarm_id,
+        kind=AlarmKind.CONSUMPTION_ANOMALY,
+        severity=2,
+        message=f"meter {fact.meter_id}: {outcome.reason} consumption, not charged",
+        details={"reason": outcome.reason, **outcome.details},
+    )
