@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from libs.events import AccountOpened
+from libs.events.billing import BillingMode
+from services.control.domain.directory import Directory, apply, route
+from tests.services.control.helpers import arrears, at, env, reading
+
+T = at(2024, 1, 1)
+
+
+def test_account_alarms_fan_out_to_the_accounts_meters() -> None:
+    opened = AccountOpened(**env(T, "a1"), account_id="a1", mode=BillingMode.PREPAID, meter_ids=("m1", "m2"),
+                           tariff_id="t1", holder="x", opened_by="op")  # fmt: skip
+    d = apply(Directory(), opened)
+    assert route(d, arrears(T, meter="a1")) == ("m1", "m2")
+    assert route(d, arrears(T, meter="m7")) == ("m7",)  # an alarm raised on a meter
+    assert route(d, reading(T, 1, meter="m3")) == ("m3",)
+    assert route(d, opened) == ()

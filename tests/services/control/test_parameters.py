@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from libs.events import AccountOpened, TariffPublished
+from libs.events.billing import BillingMode
+from services.control.domain.parameters import AlarmThresholdsSet, ParameterBook, apply, decide, prices
+from tests.services.control.helpers import P, at, env
+
+T = at(2024, 1, 1)
+
+
+def tariff(definition, version=1, tid="t1"):
+    return TariffPublished(**env(T, tid), tariff_id=tid, version=version, name="t", effective_from=T,
+                           definition=definition)  # fmt: skip
+
+
+def account(aid="a1", meters=("m1", "m2"), tid="t1"):
+    return AccountOpened(**env(T, aid), account_id=aid, mode=BillingMode.PREPAID, meter_ids=meters,
+                         tariff_id=tid, holder="x", opened_by="op-1")  # fmt: skip
+
+
+def step(book, fact):
+    commands = decide(book, fact, T)
+    book = apply(book, fact)
+    for c in commands:
+        book = apply(book, c)
+    return book, commands
+
+
+def test_prices_of_each_kind() -> None:
+    assert prices({"kind": "single", "price_fen": "52.83"}) == {"price.total": "52.83"}
+    compound = {
+        "kind": "compound",
+        "components": [{"name": "e", "price_fen": "50"}, {"name": "s", "price_fen": "2.5"}],
+    }
+    assert prices(compound) == {"price.total": "52.5"}
+    tou = {
+        "kind": "tou",
+        "prices": {"peak": "80", "valley": "30"},
+        "extras": [{"name": "fund", "price_fen": "1"}],
+    }
+    assert prices(tou) == {"price.peak": "81", "price.valley": "31"}
+    tiered = {"kind": "tiered", "period": "month", "base": {"kind": "single", "price_fen": "50"},
+              "tiers": [{"up_to": "230", "surcharge_fen": "0"}, {"up_to": None, "surcharge_fen": "5"}]}  # fmt: skip
+    assert prices(tiered) == {
+        "price.total": "50", "tier.1.up_to": "230", "tier.1.surcharge": "0", "tier.2.up_to": "", "tier.2.surcharge": "5",
+    }  # fmt: skip
+    assert prices({"kind": "proportional", "shares": []}) == {}
+
+
+def test_download_on_change_only() -> None:
+    book = ParameterBook(P)
+    book, c0 = step(book, tariff({"kind": "single", "price_fen": "52.83"}))
+    assert c0 == []  # no meter uses it yet
+    book, c1 = step(book, account())
+    assert [(c.meter_id, c.params["price.total"]) for c in c1] == [("m1", "52.83"), ("m2", "52.83")]
+    assert c1[0].params["operation"] == "parameters" and c1[0].requested_by == "op-1"
+    book, c2 = step(book, tariff({"kind": "single", "price_fen": "52.83"}, version=2))  # same prices
+    assert c2 == []
+    book, c3 = step(book, tariff({"kind": "single", "price_fen": "55"}, version=3))
+    assert [c.params["price.total"] for c in c3] == ["55", "55"] and "t1 v3" in c3[0].reason
+    book, c4 = step(book, tariff({"kind": "single", "price_fen": "40"}, version=2))  # older version, late
+    assert c4 == []
+    limits = AlarmThresholdsSet(
+        **env(T, "a1"), account_id="a1", level1_fen=2000, level2_fen=500, operator_id="op-5"
+    )
+    book, c5 = step(book, limits)
+    assert [c.params["alarm1_fen"] for c in c5] == ["2000", "2000"] and c5[0].requested_by == "op-5"
+    book, c6 = step(book, limits)  # redelivered
+    assert c6 == []
