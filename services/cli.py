@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "archive": ("libs.stack.archive_cli", "archive the event log into ClickHouse, or restore topics from it"),
     "frame": ("libs.protocols.cli", "decode or encode meter protocol frames"),
     "simulate": ("libs.protocols.simulator.cli", "run a simulated site of meters behind concentrators"),
+    "acquisition": ("services.acquisition.main", "poll meters on their buses and publish readings"),
+    "billing": ("services.billing.main", "fold readings and money events into ledgers (Faust worker)"),
+    "control": ("services.control.main", "decide and track relay / valve commands"),
+    "notify": ("services.notify.main", "send SMS and WeChat notifications"),
+    "api": ("services.api.main", "the HTTP API (FastAPI)"),
 }
 
 
@@ -44,7 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         _top_parser().parse_args([name])  # prints the usage error and exits 2
     module_name, text = COMMANDS[name]
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"meterflow {name}: not built yet ({module_name} does not exist)", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog=f"meterflow {name}", description=text)
     module.configure(parser)
     return int(module.run(parser.parse_args(rest)) or 0)
