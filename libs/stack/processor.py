@@ -1,0 +1,350 @@
+"""Partitioned stream processors on faust-streaming, with state rebuilt from our own snapshots.
+
+A processor is a pure fold (the service's domain) behind two small interfaces:
+
+- :class:`Handler` — ``handle(batch) -> outputs``: gets decoded events grouped per input record,
+  returns messages to produce. Outputs carry deterministic event ids (derived from their cause),
+  so a replay re-produces the *same* events and downstream consumers drop them by id.
+- :class:`PartitionState` — ``restore / snapshot / forget`` of the state of one partition
+  number (co-partitioned input topics share it: partition p of every input topic).
+
+Recovery does not use Faust tables, changelogs, compaction or transactions, none of which the
+embedded broker does correctly (shared/BROKER-NOTES.md). Instead:
+
+1. after a batch is processed its outputs are sent; every ``snapshot_every`` seconds (and on
+   revocation / shutdown) the producer is flushed, then each partition's state is written to
+   ``<dir>/<partition>.snap`` atomically together with the next input offset per topic;
+2. when a partition is assigned, its snapshot is restored, and the processor itself enforces
+   that each input partition is applied contiguously from the snapshot's offset (0 without a
+   snapshot: the state is rebuilt from the event log itself). Records below that offset are
+   skipped; if a record arrives beyond it (Faust resumed from a group commit made after the
+   snapshot), the missing range is read directly from the broker with a private aiokafka
+   consumer and applied first. It never depends on where Faust's own recovery decided to seek;
+3. events between the snapshot and a crash are processed again: the fold is idempotent (it
+   remembers applied event ids) and its outputs are identical, so the effect is exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
+
+from libs.events.base import Event
+from libs.events.codec import Codec, EventDecodeError
+from libs.events.topics import DEAD_LETTER
+
+log = logging.getLogger(__name__)
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One input record with the events decoded from it (several for a packed batch)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    events: list[Event]
+
+
+@dataclass(frozen=True)
+class Msg:
+    """A raw input record, from Faust's stream or read directly from the broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+class Handler(Protocol):
+    """The service's fold over a batch of input records."""
+
+    def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
+        """Apply the batch to the state; return what to produce."""
+        ...
+
+
+class PartitionState(Protocol):
+    """Per-partition state that can be saved and restored."""
+
+    def restore(self, partition: int, blob: bytes | None) -> None:
+        """Load the state of ``partition`` (``None``: start empty)."""
+        ...
+
+    def snapshot(self, partition: int) -> bytes:
+        """The state of ``partition`` as bytes."""
+        ...
+
+    def forget(self, partition: int) -> None:
+        """Drop the state of ``partition`` (it moved to another worker)."""
+        ...
+
+
+@dataclass
+class Snapshots:
+    """Snapshot files of one processor: ``<dir>/<partition>.snap`` written atomically."""
+
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def read(self, partition: int) -> tuple[dict[str, int], bytes] | None:
+        """(next offset per input topic, state blob) or None when there is no usable snapshot."""
+        path = self.directory / f"{partition}.snap"
+        if not path.exists():
+            return None
+        try:
+            doc = pickle.loads(path.read_bytes())
+        except Exception as exc:  # a torn or foreign file: rebuild from the log instead
+            log.warning("snapshot %s unreadable (%r): rebuilding from the event log", path, exc)
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
+            return None
+        return dict(doc["offsets"]), bytes(doc["state"])
+
+    def write(self, partition: int, offsets: dict[str, int], state: bytes) -> None:
+        """Replace the snapshot of ``partition`` (write to a temp file, fsync, rename)."""
+        path = self.directory / f"{partition}.snap"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            pickle.dump(
+                {"format": SNAPSHOT_FORMAT, "offsets": offsets, "state": state, "at": time.time()}, out
+            )
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+
+@dataclass
+class ProcessorStats:
+    """Counters for metrics and benchmarks."""
+
+    records: int = 0
+    events: int = 0
+    outputs: int = 0
+    batches: int = 0
+    snapshots: int = 0
+    dead_letters: int = 0
+    backfilled: int = 0
+    last_batch_at: float = 0.0
+    skipped_types: dict[str, int] = field(default_factory=dict)
+
+
+class Processor:
+    """Wires a handler and its state into a Faust app as one agent over ``topics``."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        bootstrap: str,
+        name: str,
+        topics: Sequence[str],
+        handler: Handler,
+        state: PartitionState,
+        snapshots: Snapshots,
+        batch_size: int = 2000,
+        within: float = 0.05,
+        snapshot_every: float = 5.0,
+    ) -> None:
+        self.app, self.bootstrap, self.name, self.topics = app, bootstrap, name, tuple(topics)
+        self.handler, self.state, self.snapshots = handler, state, snapshots
+        self.batch_size, self.within, self.snapshot_every = batch_size, within, snapshot_every
+        self.codec = Codec()
+        self.stats = ProcessorStats()
+        self.owned: set[int] = set()
+        self.next_offsets: dict[int, dict[str, int]] = {}
+        self._last_snapshot = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._side: AIOKafkaConsumer | None = None
+        self._dead_letters: set[asyncio.Future[Any]] = set()
+        channel = app.topic(*self.topics, key_serializer="raw", value_serializer="raw")
+        app.agent(channel, name=f"{name}-agent")(self._run)
+        # Faust's signal stubs do not admit coroutine receivers with keyword arguments; they work.
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
+
+    def _mine(self, tps: Iterable[TP]) -> dict[int, list[TP]]:
+        by_partition: dict[int, list[TP]] = {}
+        for tp in tps:
+            if tp.topic in self.topics:
+                by_partition.setdefault(tp.partition, []).append(tp)
+        return by_partition
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        async with self._lock:
+            for partition in self._mine(assigned):
+                if partition in self.owned:
+                    continue
+                found = self.snapshots.read(partition)
+                offsets, blob = found if found else ({}, None)
+                self.state.restore(partition, blob)
+                self.owned.add(partition)
+                self.next_offsets[partition] = dict(offsets)
+                log.info(
+                    "%s: partition %d restored from %s, applying from %s",
+                    self.name,
+                    partition,
+                    "its snapshot" if found else "nothing (event log replay)",
+                    offsets or "offset 0",
+                )
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        async with self._lock:
+            lost = [p for p in self._mine(revoked) if p in self.owned]
+            if lost:
+                await self._snapshot(lost)
+            for partition in lost:
+                self.state.forget(partition)
+                self.owned.discard(partition)
+
+                self.next_offsets.pop(partition, None)
+
+    async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
+        async with self._lock:
+            await self._snapshot(sorted(self.owned))
+            if self._side is not None:
+                await self._side.stop()
+
+    async def _snapshot(self, partitions: Sequence[int]) -> None:
+        await self.app.producer.flush()  # outputs of everything in the snapshot are on the broker
+        for partition in partitions:
+            self.snapshots.write(
+                partition, self.next_offsets.get(partition, {}), self.state.snapshot(partition)
+            )
+        self.stats.snapshots += 1
+        self._last_snapshot = time.monotonic()
+
+    async def _run(self, stream: faust.StreamT) -> None:
+        batches = stream.take_events(self.batch_size, within=self.within)  # type: ignore[attr-defined]
+        async for events in batches:
+            async with self._lock:
+                batch = self._decode(await self._contiguous(events))
+                outputs = self.handler.handle(batch) if batch else []
+                for out in outputs:
+                    await self.app.producer.send(out.topic, out.key, out.value, out.partition, None, None)
+                self.stats.outputs += len(outputs)
+                self.stats.batches += 1
+                self.stats.last_batch_at = time.time()
+                if time.monotonic() - self._last_snapshot >= self.snapshot_every:
+                    await self._snapshot(sorted(self.owned))
+
+    async def _contiguous(self, events: Sequence[Any]) -> list[Msg]:
+        """The records that continue each partition exactly where its state left off."""
+        keep: list[Msg] = []
+        for ev in events:
+            m = ev.message
+            if m.partition not in self.owned:
+                continue  # a late record of a partition given away in a rebalance
+            expected = self.next_offsets[m.partition].get(m.topic, 0)
+            if m.offset < expected:
+                continue  # already in the restored state
+            if m.offset > expected:
+                log.info(
+                    "%s: %s[%d] resumed at %d, state is at %d: reading the gap from the log",
+                    self.name,
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    expected,
+                )
+                keep += await self._backfill(m.topic, m.partition, expected, m.offset)
+            self.next_offsets[m.partition][m.topic] = m.offset + 1
+            keep.append(Msg(m.topic, m.partition, m.offset, m.key, m.value))
+        return keep
+
+    async def _backfill(self, topic: str, partition: int, start: int, end: int) -> list[Msg]:
+        """Records [start, end) of one partition, read directly (Faust already skipped them)."""
+        if self._side is None:
+            self._side = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+            )
+            await self._side.start()
+        tp = TopicPartition(topic, partition)
+        self._side.assign([tp])
+        self._side.seek(tp, start)
+        out: list[Msg] = []
+        while not out or out[-1].offset < end - 1:
+            batch = await self._side.getmany(tp, timeout_ms=5000)
+            records = batch.get(tp, [])
+            if not records:
+                if self._side.position(tp) >= end:  # log starts later (retention) or a gap
+                    break
+                raise RuntimeError(f"{topic}[{partition}]: could not read offsets {start}..{end - 1}")
+            out += [Msg(topic, partition, r.offset, r.key, r.value) for r in records if r.offset < end]
+        self.stats.backfilled += len(out)
+        return out
+
+    def _decode(self, messages: Sequence[Msg]) -> list[Inbound]:
+        batch = []
+        for msg in messages:
+            self.stats.records += 1
+            try:
+                decoded = self.codec.decode(msg.value)
+            except EventDecodeError as exc:
+                self._dead_letter(msg, str(exc))
+                continue
+            self.stats.events += len(decoded)
+            batch.append(Inbound(msg.topic, msg.partition, msg.offset, msg.key, decoded))
+        self.stats.skipped_types = dict(self.codec.skipped)
+        return batch
+
+    def _dead_letter(self, msg: Any, reason: str) -> None:
+        self.stats.dead_letters += 1
+        log.error("%s: %s[%d]@%d dead-lettered: %s", self.name, msg.topic, msg.partition, msg.offset, reason)
+        headers = [
+            ("reason", reason.encode()[:500]),
+            ("source", f"{msg.topic}[{msg.partition}]@{msg.offset}".encode()),
+        ]
+        future = asyncio.ensure_future(
+            self.app.producer.send(DEAD_LETTER.name, msg.key, msg.value, None, None, headers)
+        )
+        self._dead_letters.add(future)
+        future.add_done_callback(self._dead_letters.discard)
+
+
+def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int) -> faust.App:
+    """A Faust app configured for meterflow: raw bytes, no tables, our own offsets recovery."""
+    return faust.App(
+        app_id,
+        broker=f"kafka://{bootstrap}",
+        datadir=str(datadir),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        web_port=web_port,
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        broker_commit_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=8 << 20,
+        producer_linger_ms=5,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+    )
