@@ -189,7 +189,10 @@ def fold(
                 if route.healthy_rounds >= config.switch_back_after:
                     target, reason = None, f"concentrator {c.id} healthy for {route.healthy_rounds} rounds"
             else:
-                route = replace(route, healthy_rounds=0)
+                # only evidence of failure resets the count: a round that says nothing about this
+                # concentrator (another concentrator's buses) must not delay the switch-back
+                if health[c.id] is False:
+                    route = replace(route, healthy_rounds=0)
                 if not concentrators.get(target or "", Link()).online and usable:
                     target, reason = usable[0], f"alternate {route.via} offline"
             if target != route.via:

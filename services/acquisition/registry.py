@@ -146,9 +146,17 @@ class Meter(_Frozen):
         return value
 
 
+class AlternateRoute(_Frozen):
+    """How another concentrator reaches this bus (cascade, A7): its id and the endpoint to use."""
+
+    concentrator_id: str = Field(min_length=1)
+    transport: Endpoint
+
+
 class Bus(_Frozen):
     id: str = Field(min_length=1)
     transport: Endpoint
+    alternate_routes: tuple[AlternateRoute, ...] = ()
     protocol: str
     baud: int = 2400
     data_bits: int = Field(default=8, ge=5, le=8)

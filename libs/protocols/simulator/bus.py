@@ -63,6 +63,7 @@ class Endpoint:
     write: Write
     buffer: bytearray = field(default_factory=bytearray)
     baud: Callable[[], int | None] = lambda: None  # line speed the client talks at, if known
+    via: str = ""  # the alternate concentrator this endpoint belongs to ("" = the bus's own)
 
 
 def collide(replies: list[bytes]) -> bytes:
@@ -102,6 +103,7 @@ class Bus:
         self.meters: list[SimMeter] = []
         self.offline: set[str] = set()  # addresses of meters that stay silent
         self.dead = False  # the concentrator is dead: nothing on this bus answers
+        self.alternate_dead = False  # the alternate concentrator (if any) is dead
         self.link_fault: LinkFault | None = None
         self.transactions = 0
         self.codec_faults = 0  # decode raised something other than FrameError
@@ -137,24 +139,28 @@ class Bus:
                 del endpoint.buffer[:consumed]
                 return
             del endpoint.buffer[:consumed]
-            await self.transact(endpoint.write, frame, consumed, endpoint.baud())
+            await self.transact(endpoint.write, frame, consumed, endpoint.baud(), via=endpoint.via)
 
     def _hears(self, meter: SimMeter, baud: int | None) -> bool:
         """A meter switched to another line speed (DL/T 645 17H) hears only noise."""
         mine = meter.state.baud or self.link.baud
         return mine == (baud or self.link.baud)
 
-    async def transact(self, write: Write, frame: Any, request_len: int, baud: int | None = None) -> None:
+    async def transact(
+        self, write: Write, frame: Any, request_len: int, baud: int | None = None, via: str = ""
+    ) -> None:
         """Clock the request onto the bus, let the meters act, send the one reply back.
 
         ``baud`` is the line speed the request was sent at (a pty client's setting), when
-        the endpoint knows it; the bus's configured speed otherwise. Meters that answer at once
+        the endpoint knows it; the bus's configured speed otherwise. ``via`` names the alternate
+        concentrator the request came through: then the alternate's health counts, not the
+        bus's own concentrator's. Meters that answer at once
         (a broadcast-with-reply, a wildcard) collide: see :func:`collide`.
         """
         async with self._lock:
             self.transactions += 1
             await asyncio.sleep(request_len * self.link.char_time)
-            if self.dead:
+            if self.alternate_dead if via else self.dead:
                 return
             replies: list[tuple[SimMeter, bytes]] = []
             for meter in self.meters:

@@ -2,7 +2,7 @@
 
 >>> site = Site(default_site(), clock=ManualClock())   # doctest: +SKIP
 >>> await site.start(host="127.0.0.1", base_port=0, pty=True)
->>> site.endpoints()          # one dict per bus: name, protocol, link, tcp, pty
+>>> site.endpoints()          # one dict per bus: name, protocol, link, tcp, pty, alternate
 >>> site.set_offline("c1-b1/000000000001", True)
 >>> await site.stop()
 """
@@ -55,6 +55,13 @@ class Site:
         self.tcp: dict[str, TcpPassThrough] = {}
         self.ptys: dict[str, PtySerial] = {}
         self.gateways: dict[str, ModbusTcpGateway] = {}
+        self.alternates: dict[str, TcpPassThrough] = {}  # bus -> its port via the alternate
+        self._alternate_of = {
+            b.name: b.alternate_concentrator
+            for c in config.concentrators
+            for b in c.buses
+            if b.alternate_concentrator
+        }
         self._gateway_buses = [b.name for c in config.concentrators for b in c.buses if b.modbus_tcp]
         for conc in config.concentrators:
             for bus_cfg in conc.buses:
@@ -90,6 +97,14 @@ class Site:
             gateway = ModbusTcpGateway(self.buses[name], host, port)
             await gateway.start()
             self.gateways[name] = gateway
+        # Alternate concentrators' ports onto cascaded buses come last.
+        first = base_port + len(self.buses) + len(self.gateways)
+        for index, name in enumerate(n for n in self._alternate_of if n in self.buses):
+            alternate = TcpPassThrough(
+                self.buses[name], host, first + index if base_port else 0, via=self._alternate_of[name]
+            )
+            await alternate.start()
+            self.alternates[name] = alternate
 
     async def stop(self) -> None:
         """Close every endpoint."""
@@ -99,6 +114,9 @@ class Site:
             await serial.stop()
         for gateway in self.gateways.values():
             await gateway.stop()
+        for alternate in self.alternates.values():
+            await alternate.stop()
+        self.alternates.clear()
         self.tcp.clear()
         self.ptys.clear()
         self.gateways.clear()
@@ -120,6 +138,11 @@ class Site:
                 line.update(self.ptys[name].describe())
             if name in self.gateways:
                 line.update(self.gateways[name].describe())
+            if name in self.alternates:
+                line["alternate"] = {
+                    "concentrator": self._alternate_of[name],
+                    **self.alternates[name].describe(),
+                }
             lines.append(line)
         for name, why in self.unavailable.items():
             lines.append({"bus": name, "unavailable": why})
@@ -147,12 +170,21 @@ class Site:
         (bus.offline.add if offline else bus.offline.discard)(address)
 
     def set_dead(self, concentrator: str, dead: bool = True) -> None:
-        """Kill (or revive) a concentrator: every one of its buses goes silent."""
+        """Kill (or revive) a concentrator: every one of its buses goes silent through it.
+
+        A cascaded bus still answers through its alternate concentrator's port, unless that
+        concentrator is dead too.
+        """
         buses = [bus for bus in self.buses.values() if bus.concentrator == concentrator]
-        if not buses:
+        cascaded = [
+            self.buses[b] for b, c in self._alternate_of.items() if c == concentrator and b in self.buses
+        ]
+        if not buses and not cascaded:
             raise KeyError(f"no concentrator {concentrator!r}")
         for bus in buses:
             bus.dead = dead
+        for bus in cascaded:
+            bus.alternate_dead = dead
 
     def set_link_fault(self, bus_name: str, fault: LinkFault | None) -> None:
         """Manipulate (or stop manipulating) the reply bytes of a bus."""

@@ -111,6 +111,9 @@ class BusConfig(_Strict):
     meters: list[MeterConfig] = Field(default_factory=list)
     # Modbus-RTU buses: also listen for Modbus-TCP (MBAP) and translate, like a TCP gateway.
     modbus_tcp: bool = False
+    # Cascade (A7): another concentrator that can also reach this bus. The bus then gets a second
+    # TCP pass-through port, which keeps answering while the bus's own concentrator is dead.
+    alternate_concentrator: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> BusConfig:
@@ -148,8 +151,14 @@ class SiteConfig(_Strict):
             raise ValueError("bands must start at hour 0")
         models = {**default_models(), **self.models}
         names: set[str] = set()
+        concentrators = {c.name for c in self.concentrators}
         for conc in self.concentrators:
             for bus in conc.buses:
+                alternate = bus.alternate_concentrator
+                if alternate is not None and (alternate not in concentrators or alternate == conc.name):
+                    raise ValueError(
+                        f"bus {bus.name}: alternate concentrator {alternate!r} is not another one"
+                    )
                 if bus.name in names:
                     raise ValueError(f"duplicate bus name {bus.name!r}")
                 names.add(bus.name)

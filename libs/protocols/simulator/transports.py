@@ -28,10 +28,11 @@ _SPEEDS = {
 class TcpPassThrough:
     """One listening TCP port per bus, like a GPRS/4G DTU passing RS-485 bytes through."""
 
-    def __init__(self, bus: Bus, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, bus: Bus, host: str = "127.0.0.1", port: int = 0, via: str = "") -> None:
         self.bus = bus
         self.host = host
         self.port = port
+        self.via = via  # an alternate concentrator's port onto the bus (cascade), or ""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -49,7 +50,7 @@ class TcpPassThrough:
             writer.write(data)
             await writer.drain()
 
-        endpoint = Endpoint(f"{self.bus.name}/tcp{next(_ids)}", write)
+        endpoint = Endpoint(f"{self.bus.name}/tcp{next(_ids)}", write, via=self.via)
         try:
             while data := await reader.read(4096):
                 await self.bus.feed(endpoint, data)

@@ -1,0 +1,245 @@
+"""Carrying commands to meters (C1, C6, C7): ``CommandRequested`` in, sent / acknowledged / failed out.
+
+Every instance consumes ``mf.commands`` in a consumer group of its own (each must see every
+command) and executes only commands for meters on its buses. A command is skipped when it
+expired, or when its ``command_id`` was executed before (redelivery after a crash). Everything a
+command yields has an id derived from the command id (:func:`event_id_for`), so even a command
+executed twice publishes the same events twice, which consumers deduplicate. The order is: put
+the outcome in the outbox, mark the command executed, commit the offset. Control owns retries,
+so a failure is final here (``will_retry=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from libs.events.acquisition import SwitchState
+from libs.events.base import Event, event_id_for, utcnow
+from libs.events.codec import Codec, EventDecodeError
+from libs.events.control import (
+    Action,
+    CommandAcknowledged,
+    CommandFailed,
+    CommandRequested,
+    CommandSent,
+)
+from libs.events.topics import COMMANDS
+from libs.protocols import dlt645
+from libs.protocols.drivers import CommandRejected
+from libs.protocols.drivers.cjt188 import Cjt188Driver
+from libs.protocols.drivers.dlt645 import Dlt645Driver
+from libs.protocols.drivers.modbus_rtu import ModbusRtuDriver
+from libs.protocols.transaction import BadReply, NoReply, Priority
+from libs.protocols.transaction import Bus as TxBus
+from libs.protocols.transport import TransportError
+from services.acquisition.engine import BusWorker, Engine
+from services.acquisition.meters import relay_action
+from services.acquisition.state import LocalState
+
+log = logging.getLogger(__name__)
+
+_RELAY = {Action.TRIP: False, Action.CLOSE: True}
+_DLT645_ACTIONS = {
+    Action.KEEP_POWER_ON: dlt645.RelayAction.KEEP_POWER,
+    Action.KEEP_POWER_OFF: dlt645.RelayAction.KEEP_POWER_RELEASE,
+    Action.ALARM_ON: dlt645.RelayAction.ALARM,
+    Action.ALARM_OFF: dlt645.RelayAction.ALARM_RELEASE,
+}
+
+
+class Unsupported(Exception):
+    """The meter's protocol has no such command."""
+
+
+class CommandExecutor:
+    """Executes one ``CommandRequested`` on the bus of its meter and publishes the outcome."""
+
+    def __init__(self, engine: Engine, state: LocalState, max_age: timedelta = timedelta(minutes=10)) -> None:
+        self.engine = engine
+        self.state = state
+        self.max_age = max_age
+        self.executed = 0
+        self.skipped = 0
+
+    def _common(self, cmd: CommandRequested, step: str) -> dict[str, Any]:
+        return {
+            "event_id": event_id_for(cmd.project_id, cmd.command_id, step),
+            "project_id": cmd.project_id,
+            "subject_id": cmd.meter_id,
+            "causation_id": cmd.event_id,
+            "correlation_id": cmd.correlation_id or cmd.command_id,
+            "command_id": cmd.command_id,
+            "meter_id": cmd.meter_id,
+        }
+
+    async def handle(self, cmd: CommandRequested) -> list[Event]:
+        """Execute ``cmd`` if it is ours, current and new; returns the events published."""
+        worker = self.engine.worker_of(cmd.meter_id)
+        if worker is None:
+            return []  # another instance's meter
+        now = utcnow()
+        expired = cmd.expires_at is not None and cmd.expires_at <= now
+        too_old = cmd.expires_at is None and now - cmd.time > self.max_age
+        if expired or too_old or self.state.executed(cmd.command_id):
+            self.skipped += 1
+            log.info("command %s skipped (%s)", cmd.command_id, "expired" if expired or too_old else "done")
+            return []
+        sent = CommandSent(**self._common(cmd, "sent:1"), attempt=1)
+        await self.engine.sink.put([sent])
+        events: list[Event] = []
+        try:
+            events = await self._execute(worker, cmd)
+        except (NoReply, BadReply, TransportError, CommandRejected, Unsupported) as exc:
+            reason = {
+                NoReply: "no_reply",
+                BadReply: "bad_reply",
+                CommandRejected: "rejected",
+                Unsupported: "unsupported",
+            }.get(type(exc), "transport")
+            if isinstance(exc, TransportError):
+                await worker.drop(worker.current_via)
+            events = [
+                CommandFailed(
+                    **self._common(cmd, "failed:1"),
+                    attempt=1,
+                    reason=f"{reason}: {exc}"[:500],
+                    will_retry=False,
+                )
+            ]
+        await self.engine.sink.put(events)
+        self.state.mark_executed(cmd.command_id)
+        self.executed += 1
+        return [sent, *events]
+
+    async def _execute(self, worker: BusWorker, cmd: CommandRequested) -> list[Event]:
+        via, route = worker.route()
+        bus = await worker.link(via)
+        meter = worker.meters[cmd.meter_id]
+        driver = worker.drivers[cmd.meter_id]
+        address = meter.address
+        confirmed: str | None = None
+        if cmd.action == Action.READ:
+            reading = await worker.read(bus, meter, route, cmd.time, Priority.COMMAND, causation=cmd)
+            worker.engine.state.save()
+            ack = CommandAcknowledged(**self._common(cmd, "acknowledged"), confirmed_state="read")
+            return [reading, ack]
+        if cmd.action in _RELAY:
+            close = _RELAY[cmd.action]
+            if not isinstance(driver, Dlt645Driver | ModbusRtuDriver):
+                raise Unsupported(f"{meter.protocol} meters have no relay")
+            await driver.relay(bus, address, close)
+            state = await driver.relay_state(bus, address, Priority.COMMAND)
+            confirmed = state.value
+            expected = SwitchState.CLOSED if close else SwitchState.OPEN
+            if state != expected:
+                return [self._not_confirmed(cmd, f"relay is {state.value}, expected {expected.value}")]
+        elif cmd.action in (Action.VALVE_OPEN, Action.VALVE_CLOSE):
+            if not isinstance(driver, Cjt188Driver):
+                raise Unsupported(f"{meter.protocol} meters have no valve")
+            opening = cmd.action == Action.VALVE_OPEN
+            await driver.valve(bus, address, opening)
+            state = await driver.valve_state(bus, address, Priority.COMMAND)
+            confirmed = state.value
+            expected = SwitchState.OPEN if opening else SwitchState.CLOSED
+            if state != expected:
+                return [self._not_confirmed(cmd, f"valve is {state.value}, expected {expected.value}")]
+        elif cmd.action in _DLT645_ACTIONS:
+            if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
+                raise Unsupported(f"{cmd.action.value} needs DL/T 645-2007")
+            ack = await relay_action(bus, driver, address, _DLT645_ACTIONS[cmd.action])
+            if ack.error:
+                raise CommandRejected(cmd.action.value, f"error code {ack.error_code}", ack)
+            confirmed = (await driver.relay_state(bus, address, Priority.COMMAND)).value
+        elif cmd.action == Action.TIME_SYNC:
+            confirmed = await self._time_sync(bus, driver)
+        else:
+            raise Unsupported(f"action {cmd.action.value} is not carried by acquisition")
+        return [CommandAcknowledged(**self._common(cmd, "acknowledged"), confirmed_state=confirmed)]
+
+    async def _time_sync(self, bus: TxBus, driver: Any) -> str:
+        if not isinstance(driver, Dlt645Driver):
+            raise Unsupported("time sync needs DL/T 645")
+        await driver.sync_time(bus, utcnow())
+        return "broadcast"
+
+    def _not_confirmed(self, cmd: CommandRequested, detail: str) -> CommandFailed:
+        return CommandFailed(
+            **self._common(cmd, "failed:1"), attempt=1, reason=f"not_confirmed: {detail}", will_retry=False
+        )
+
+
+class CommandConsumer:
+    """Reads ``mf.commands`` and hands our meters' commands to the executor (one task each)."""
+
+    def __init__(self, bootstrap: str, group_id: str, executor: CommandExecutor) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.executor = executor
+        self.codec = Codec()
+        self.connected = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop``; reconnects with backoff while the broker is away."""
+        backoff = 0.5
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                COMMANDS.name,
+                bootstrap_servers=self.bootstrap,
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=1000,
+            )
+            try:
+                await consumer.start()
+                self.connected = True
+                backoff = 0.5
+                while not stop.is_set():
+                    batch = await consumer.getmany(timeout_ms=500)
+                    if not batch:
+                        continue
+                    commands = []
+                    for records in batch.values():
+                        for record in records:
+                            commands.extend(self._commands(record.value))
+                    if commands:
+                        await self.execute(commands)
+                    await consumer.commit()
+            except (KafkaError, OSError) as exc:
+                log.warning("command consumer: %r; reconnecting in %.1fs", exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                self.connected = False
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+
+    async def execute(self, commands: list[CommandRequested]) -> None:
+        """One meter's commands in order; different meters (and buses) at once."""
+        by_meter: dict[str, list[CommandRequested]] = {}
+        for command in commands:
+            by_meter.setdefault(command.meter_id, []).append(command)
+
+        async def one_meter(queue: list[CommandRequested]) -> None:
+            for command in queue:
+                await self.executor.handle(command)
+
+        await asyncio.gather(*(one_meter(q) for q in by_meter.values()))
+
+    def _commands(self, value: bytes | None) -> list[CommandRequested]:
+        if value is None:
+            return []
+        try:
+            return [e for e in self.codec.decode(value) if isinstance(e, CommandRequested)]
+        except EventDecodeError as exc:
+            log.warning("undecodable command message skipped: %s", exc)
+            return []

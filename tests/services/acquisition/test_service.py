@@ -1,0 +1,90 @@
+"""End to end: simulator over TCP → acquisition service → real broker (scheduled and on-demand
+reads, relay trip, lost contact and recovery, corrupted bytes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from libs.events.acquisition import (
+    MeterLostContact,
+    MeterOnline,
+    MeterRegistered,
+    Rate,
+    ReadingRecorded,
+    SwitchState,
+)
+from libs.events.base import utcnow
+from libs.events.control import Action, CommandAcknowledged, CommandRequested, CommandSent
+from libs.protocols.simulator.faults import LinkFault
+from tests.broker.kafka_helpers import producer
+
+from .helpers import E1, Collector, running_service, running_site
+
+pytestmark = pytest.mark.slow
+
+
+async def test_scheduled_and_on_demand_reads_and_relay_trip(bootstrap: str, tmp_path: Path) -> None:
+    async with running_site() as site, running_service(site, bootstrap, tmp_path) as run:
+        seen = Collector(bootstrap, run.project_id).start()
+        meters = [loc.meter.id for loc in run.service.registry.all_meters()]
+        await seen.wait_for(lambda: all(len(seen.of(ReadingRecorded, meter_id=m)) >= 2 for m in meters))
+        for meter_id in meters:
+            readings = seen.of(ReadingRecorded, meter_id=meter_id, causation_id=None)
+            state = site.meter(meter_id).state
+            register = "volume_m3" if meter_id.startswith("w/") else "active_import_kwh"
+            assert readings[0].registers[register][Rate.TOTAL] == pytest.approx(Decimal(str(state.total)))
+            assert [r.sequence for r in readings] == list(range(1, len(readings) + 1))
+            assert all(r.route.bus_id == meter_id.split("/")[0] and not r.route.failover for r in readings)
+            assert all(r.received_at <= utcnow() for r in readings)
+        assert seen.of(ReadingRecorded, meter_id=E1)[0].instant["voltage_a_v"] > 0
+        registered = seen.of(MeterRegistered)
+        assert sorted(e.meter_id for e in registered) == sorted(meters)  # the topology, once each
+
+        read_cmd = CommandRequested(
+            project_id=run.project_id, subject_id=E1, command_id="cmd-read", meter_id=E1,
+            action=Action.READ, requested_by="op", reason="test",
+        )  # fmt: skip
+        trip = CommandRequested(
+            project_id=run.project_id, subject_id=E1, command_id="cmd-trip", meter_id=E1,
+            action=Action.TRIP, requested_by="op", reason="arrears",
+            expires_at=utcnow() + timedelta(minutes=5),
+        )  # fmt: skip
+        stale = trip.model_copy(
+            update={"command_id": "cmd-old", "expires_at": utcnow() - timedelta(seconds=1)}
+        )
+        async with producer(bootstrap) as p:
+            for cmd in (read_cmd, trip, stale, trip):  # the trip twice: redelivery is harmless
+                await p.send_and_wait(cmd.TOPIC, run.service.outbox.codec.encode(cmd), key=cmd.key)
+        await seen.wait_for(lambda: seen.of(CommandAcknowledged, command_id="cmd-trip"))
+        on_demand = seen.of(ReadingRecorded, causation_id=read_cmd.event_id)
+        assert len(on_demand) == 1 and on_demand[0].registers["active_import_kwh"][Rate.TOTAL] == Decimal(
+            "100"
+        )
+        assert [e.command_id for e in seen.of(CommandSent)] == ["cmd-read", "cmd-trip"]
+        ack = seen.of(CommandAcknowledged, command_id="cmd-trip")
+        assert len(ack) == 1 and ack[0].confirmed_state == SwitchState.OPEN.value
+        assert ack[0].causation_id == trip.event_id
+        assert site.meter(E1).state.relay_closed is False
+        assert not seen.of(CommandSent, command_id="cmd-old")
+        await seen.close()
+
+
+async def test_lost_contact_recovery_and_corrupted_bytes_retried(bootstrap: str, tmp_path: Path) -> None:
+    async with running_site() as site, running_service(site, bootstrap, tmp_path) as run:
+        seen = Collector(bootstrap, run.project_id).start()
+        await seen.wait_for(lambda: seen.of(MeterOnline, meter_id=E1))
+        site.set_link_fault("m", LinkFault("corrupt", count=1))
+        site.set_offline(E1)
+        lost = await seen.wait_for(lambda: seen.of(MeterLostContact, meter_id=E1))
+        assert lost[0].consecutive_failures == 2
+        assert not seen.of(MeterLostContact, meter_id="e/000000000002")
+        stats = run.service.engine.workers["m"].links[None].bus.stats
+        assert stats.bad_frames >= 1 and stats.retries >= 1
+        site.set_offline(E1, False)
+        await seen.wait_for(lambda: len(seen.of(MeterOnline, meter_id=E1)) == 2)
+        assert not seen.of(MeterLostContact, meter_id="m/1")  # the corrupted reply was retried
+        await seen.close()
