@@ -1,0 +1,1 @@
+"""ClickHouse analytics: the sink that fills the analytics tables, and the report queries."""
