@@ -32,9 +32,11 @@ from libs.events.topics import CATALOGUE
 from libs.settings import CommonSettings, ConfigError, load
 from libs.stack.archive import Archiver, restore
 from libs.stack.broker import BrokerError, EmbeddedBroker, check_reachable, ensure_topics
+from libs.stack.chproxy import ProxyServer
 from libs.stack.clickhouse import StoreError, migrate, open_client
 from libs.stack.control_api import build_app
 from libs.stack.runtime import HttpServer, setup_logging
+from services.api.analytics.sink import Sink
 
 log = logging.getLogger("meterflow.dev")
 STACK_FILE = "stack.json"
@@ -50,6 +52,9 @@ class DevSettings(CommonSettings):
         default=None, ge=1, le=65535, description="embedded Tansu port; unset = free"
     )
     simulate: bool = Field(default=True, description="start the simulated site of meters")
+    clickhouse_http_port: int = Field(
+        default=0, ge=0, le=65535, description="port of the chDB store's ClickHouse HTTP interface; 0 = free"
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,11 @@ class Stack:
         self.restored: dict[str, int] = {}
         self.started_at = time.time()
         self.client: Any = None
+        self.chproxy: ProxyServer | None = None
+        self.sink: Sink | None = None
+        self.sink_task: asyncio.Task[None] | None = None
+        self.stop_sink = asyncio.Event()
+        self.simulator_file: Path | None = None
 
     async def start(self) -> None:
         """Bring everything up, in dependency order; raise on the first failure."""
@@ -147,11 +157,26 @@ class Stack:
         self.archiver = Archiver(self.bootstrap, self.client, [t.name for t in CATALOGUE])
         await self.archiver.start()
         self.archive_task = asyncio.create_task(self.archiver.run(self.stop_archiving))
+        if self.settings.clickhouse_target.startswith("chdb:"):
+            # Other processes reach the one chDB store through this process, over ClickHouse HTTP.
+            self.chproxy = ProxyServer(
+                self.settings.clickhouse_target, "127.0.0.1", self.settings.clickhouse_http_port
+            )
+            await self.chproxy.start()
+        sink_client = await asyncio.to_thread(open_client, self.settings.clickhouse_target)
+        self.sink = Sink(self.bootstrap, sink_client)
+        await self.sink.start()
+        self.sink_task = asyncio.create_task(self.sink.run(self.stop_sink))
         for spec in SERVICES:
             if spec.name == "simulate" and not self.settings.simulate:
                 continue
+            if spec.name == "acquisition" and not self.simulator_file:
+                continue  # without a site there is nothing to poll (set MF_ACQ_* and run it yourself)
             if _exists(spec.module):
-                self.services.append(await self._spawn(spec))
+                service = await self._spawn(spec)
+                self.services.append(service)
+                if spec.name == "simulate":
+                    self.simulator_file = await self._site_endpoints(service)
         self.http = HttpServer(build_app(self), "127.0.0.1", self.settings.http_port)
         await self.http.start()
         self._write_stack_file()
@@ -167,9 +192,26 @@ class Stack:
             else:
                 raise ConfigError(f"MF_STATE_DIR: a stack (pid {pid}) already runs on {self.state_dir}")
 
+    async def _site_endpoints(self, simulator: Service, timeout: float = 20.0) -> Path | None:
+        """Wait for the simulator to announce its buses; write them where acquisition reads them."""
+        deadline = time.monotonic() + timeout
+        while not any("control" in item for item in simulator.announced):
+            if simulator.process.returncode is not None or time.monotonic() > deadline:
+                log.error("the simulator did not announce its endpoints; acquisition not started")
+                return None
+            await asyncio.sleep(0.1)
+        path = self.state_dir / "simulator.jsonl"
+        path.write_text("".join(json.dumps(item) + "\n" for item in simulator.announced if "bus" in item))
+        return path
+
     async def _spawn(self, spec: ServiceSpec) -> Service:
         env = dict(os.environ, MF_KAFKA_BOOTSTRAP=self.bootstrap, PYTHONUNBUFFERED="1")
-        env.pop("MF_CLICKHOUSE_DSN", None) if not self.settings.clickhouse_dsn else None
+        if not self.settings.clickhouse_dsn:
+            env.pop("MF_CLICKHOUSE_DSN", None)
+            if self.chproxy is not None:
+                env["MF_CLICKHOUSE_DSN"] = self.chproxy.dsn
+        if spec.name == "acquisition" and self.simulator_file is not None:
+            env["MF_ACQ_SIMULATOR"] = str(self.simulator_file)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -191,6 +233,7 @@ class Stack:
             "embedded_broker": self.broker is not None,
             "http": f"http://127.0.0.1:{self.settings.http_port}",
             "clickhouse": self.settings.clickhouse_target,
+            "clickhouse_http": self.chproxy.dsn if self.chproxy else None,
             "started_at": self.started_at,
         }
         (self.state_dir / STACK_FILE).write_text(json.dumps(doc, indent=2))
@@ -201,7 +244,8 @@ class Stack:
         lines = [
             "meterflow dev stack is up",
             f"  Kafka bootstrap   {self.bootstrap}  ({'embedded Tansu' if self.broker else 'external'})",
-            f"  ClickHouse        {self.settings.clickhouse_target}",
+            f"  ClickHouse        {self.settings.clickhouse_target}"
+            + (f"  (HTTP for other processes: {self.chproxy.dsn})" if self.chproxy else ""),
             f"  status            {http}/status   health {http}/healthz   metrics {http}/metrics",
             f"  restored          {sum(self.restored.values())} archived messages into the broker",
             f"  logs              {self.logs}/",
@@ -229,11 +273,16 @@ class Stack:
                 await service.process.wait()
             if service.pump is not None:
                 await service.pump
+        self.stop_sink.set()
+        if self.sink_task is not None:
+            await self.sink_task
         self.stop_archiving.set()
         if self.archive_task is not None:
             await self.archive_task
         if self.http is not None:
             await self.http.stop()
+        if self.chproxy is not None:
+            await self.chproxy.stop()
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
         (self.state_dir / STACK_FILE).unlink(missing_ok=True)

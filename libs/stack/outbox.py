@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ class Outbox:
     def __len__(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
-    async def put(self, events: list[Event]) -> None:
+    async def put(self, events: Sequence[Event]) -> None:
         """Queue events durably; waits while the outbox is full (backpressure)."""
         async with self._space:
             await self._space.wait_for(lambda: len(self) + len(events) <= max(self.capacity, len(events)))

@@ -15,8 +15,8 @@ SESSION_TIMEOUT_MS = 10_000  # the embedded broker holds a join for half of it (
 @asynccontextmanager
 async def producer(bootstrap: str, **kwargs: Any) -> AsyncIterator[AIOKafkaProducer]:
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **kwargs)
-    await p.start()
-    try:
+    try:  # stop() also when start() failed half way, so no connection is left to the GC
+        await p.start()
         yield p
     finally:
         await p.stop()
@@ -35,8 +35,8 @@ async def group_consumer(
     }
     options.update(kwargs)
     c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, **options)
-    await c.start()
     try:
+        await c.start()
         yield c
     finally:
         await c.stop()
