@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from libs.events.acquisition import Rate
 from libs.events.base import Event, event
 from libs.events.topics import ALARMS, BILLING, TARIFFS
 
@@ -87,6 +89,46 @@ class AllowanceAccepted(MoneyEvent):
     """A base allowance (基础金额) was granted, e.g. a free quota for the semester ``period``."""
 
     period: str
+
+
+class ChargeLine(BaseModel):
+    """One priced line: ``amount_fen = round_half_up(units × price_fen)`` (billing pricing rules)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tariff_id: str
+    version: int
+    category: str = ""  # proportional share, "" otherwise
+    component: str = "energy"
+    rate: Rate
+    tier: int = 0  # 0 = untiered, 1.. = tier number
+    units: Decimal
+    price_fen: Decimal
+    amount_fen: int
+
+
+@event("billing.v1.charge_applied", BILLING.name)
+class ChargeApplied(Event):
+    """Consumption of one meter between two readings was charged to an account; the ledger entry
+    behind a ``BalanceChanged(reason="charge")``, with its priced lines (causation: the reading)."""
+
+    account_id: str
+    meter_id: str
+    start: AwareDatetime
+    end: AwareDatetime
+    lines: tuple[ChargeLine, ...]
+    amount_fen: int = Field(ge=0)
+
+
+@event("billing.v1.adjustment_accepted", BILLING.name)
+class AdjustmentAccepted(Event):
+    """A manual, signed correction of a balance by an operator."""
+
+    account_id: str
+    amount_fen: int  # signed; never 0
+    idempotency_key: str = Field(min_length=1, max_length=128)
+    operator_id: str
+    reason: str = ""
 
 
 @event("billing.v1.balance_changed", BILLING.name)

@@ -5,8 +5,11 @@ A processor is a pure fold (the service's domain) behind two small interfaces:
 - :class:`Handler` — ``handle(batch) -> outputs``: gets decoded events grouped per input record,
   returns messages to produce. Outputs carry deterministic event ids (derived from their cause),
   so a replay re-produces the *same* events and downstream consumers drop them by id.
-- :class:`PartitionState` — ``restore / snapshot / forget`` of the state of one partition
-  number (co-partitioned input topics share it: partition p of every input topic).
+- :class:`PartitionState` — ``restore / snapshot / forget`` of the state of one *group* of input
+  partitions. By default a group is a partition number (co-partitioned input topics share it:
+  partition p of every input topic); ``group_of=lambda topic, partition: 0`` makes one global
+  state over every partition of every input (a processor that must see all keys, run as a
+  single replica).
 
 Recovery does not use Faust tables, changelogs, compaction or transactions, none of which the
 embedded broker does correctly (shared/BROKER-NOTES.md). Instead:
@@ -31,7 +34,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,15 +46,17 @@ from faust.types import TP
 from libs.events.base import Event
 from libs.events.codec import Codec, EventDecodeError
 from libs.events.topics import DEAD_LETTER
+from libs.stack.broker import high_watermarks
 
 log = logging.getLogger(__name__)
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # offsets keyed "topic:partition"
 
 
 @dataclass(frozen=True)
 class Inbound:
     """One input record with the events decoded from it (several for a packed batch)."""
 
+    group: int  # the state group the record belongs to
     topic: str
     partition: int
     offset: int
@@ -170,18 +175,21 @@ class Processor:
         batch_size: int = 2000,
         within: float = 0.05,
         snapshot_every: float = 5.0,
+        group_of: Callable[[str, int], int] = lambda topic, partition: partition,
     ) -> None:
         self.app, self.bootstrap, self.name, self.topics = app, bootstrap, name, tuple(topics)
         self.handler, self.state, self.snapshots = handler, state, snapshots
         self.batch_size, self.within, self.snapshot_every = batch_size, within, snapshot_every
+        self.group_of = group_of
         self.codec = Codec()
         self.stats = ProcessorStats()
         self.owned: set[int] = set()
         self.next_offsets: dict[int, dict[str, int]] = {}
         self._last_snapshot = time.monotonic()
         self._lock = asyncio.Lock()
-        self._side: AIOKafkaConsumer | None = None
         self._dead_letters: set[asyncio.Future[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+        self._generation = 0
         channel = app.topic(*self.topics, key_serializer="raw", value_serializer="raw")
         app.agent(channel, name=f"{name}-agent")(self._run)
         # Faust's signal stubs do not admit coroutine receivers with keyword arguments; they work.
@@ -190,15 +198,17 @@ class Processor:
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
 
     def _mine(self, tps: Iterable[TP]) -> dict[int, list[TP]]:
-        by_partition: dict[int, list[TP]] = {}
+        by_group: dict[int, list[TP]] = {}
         for tp in tps:
             if tp.topic in self.topics:
-                by_partition.setdefault(tp.partition, []).append(tp)
-        return by_partition
+                by_group.setdefault(self.group_of(tp.topic, tp.partition), []).append(tp)
+        return by_group
 
     async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
         async with self._lock:
-            for partition in self._mine(assigned):
+            self._generation += 1
+            mine = self._mine(assigned)
+            for partition in mine:
                 if partition in self.owned:
                     continue
                 found = self.snapshots.read(partition)
@@ -213,6 +223,13 @@ class Processor:
                     "its snapshot" if found else "nothing (event log replay)",
                     offsets or "offset 0",
                 )
+            tps = [tp for group in mine.values() for tp in group]
+            # Catch up from the snapshot to the end of the log now, in a task of its own so the
+            # rebalance is not held: Faust resumes at the group's commits, and a partition that
+            # gets no new records would otherwise never replay what the snapshot lacks.
+            task = asyncio.ensure_future(self._catch_up(tps, self._generation))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         async with self._lock:
@@ -228,8 +245,6 @@ class Processor:
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
         async with self._lock:
             await self._snapshot(sorted(self.owned))
-            if self._side is not None:
-                await self._side.stop()
 
     async def _snapshot(self, partitions: Sequence[int]) -> None:
         await self.app.producer.flush()  # outputs of everything in the snapshot are on the broker
@@ -244,24 +259,57 @@ class Processor:
         batches = stream.take_events(self.batch_size, within=self.within)  # type: ignore[attr-defined]
         async for events in batches:
             async with self._lock:
-                batch = self._decode(await self._contiguous(events))
-                outputs = self.handler.handle(batch) if batch else []
-                for out in outputs:
-                    await self.app.producer.send(out.topic, out.key, out.value, out.partition, None, None)
-                self.stats.outputs += len(outputs)
-                self.stats.batches += 1
-                self.stats.last_batch_at = time.time()
-                if time.monotonic() - self._last_snapshot >= self.snapshot_every:
-                    await self._snapshot(sorted(self.owned))
+                await self._apply(await self._contiguous(events))
+
+    async def _apply(self, messages: Sequence[Msg]) -> None:
+        """Decode, fold and produce one batch (the caller holds the lock)."""
+        batch = self._decode(messages)
+        outputs = self.handler.handle(batch) if batch else []
+        for out in outputs:
+            await self.app.producer.send(out.topic, out.key, out.value, out.partition, None, None)
+        self.stats.outputs += len(outputs)
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()
+        if time.monotonic() - self._last_snapshot >= self.snapshot_every:
+            await self._snapshot(sorted(self.owned))
+
+    async def _catch_up(self, tps: Sequence[TP], generation: int) -> None:
+        """Apply every assigned partition from the restored offset to the current end of the log."""
+        try:
+            marks = await high_watermarks(
+                self.bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in tps]
+            )
+            async with self._lock:
+                for tp in tps:
+                    group = self.group_of(tp.topic, tp.partition)
+                    if generation != self._generation or group not in self.owned:
+                        return  # a newer rebalance took over
+                    key = f"{tp.topic}:{tp.partition}"
+                    start, end = (
+                        self.next_offsets[group].get(key, 0),
+                        marks[TopicPartition(tp.topic, tp.partition)],
+                    )
+                    if start < end:
+                        log.info("%s: %s catching up %d..%d from the log", self.name, key, start, end - 1)
+                    while start < end:
+                        chunk_end = min(end, start + self.batch_size)
+                        messages = await self._backfill(tp.topic, tp.partition, start, chunk_end)
+                        self.next_offsets[group][key] = chunk_end
+                        await self._apply(messages)
+                        start = chunk_end
+        except Exception:  # the Faust stream still covers new records; the gap check covers old ones
+            log.exception("%s: catch-up after assignment failed", self.name)
 
     async def _contiguous(self, events: Sequence[Any]) -> list[Msg]:
         """The records that continue each partition exactly where its state left off."""
         keep: list[Msg] = []
         for ev in events:
             m = ev.message
-            if m.partition not in self.owned:
+            group = self.group_of(m.topic, m.partition)
+            if group not in self.owned:
                 continue  # a late record of a partition given away in a rebalance
-            expected = self.next_offsets[m.partition].get(m.topic, 0)
+            key = f"{m.topic}:{m.partition}"
+            expected = self.next_offsets[group].get(key, 0)
             if m.offset < expected:
                 continue  # already in the restored state
             if m.offset > expected:
@@ -274,30 +322,47 @@ class Processor:
                     expected,
                 )
                 keep += await self._backfill(m.topic, m.partition, expected, m.offset)
-            self.next_offsets[m.partition][m.topic] = m.offset + 1
+            self.next_offsets[group][key] = m.offset + 1
             keep.append(Msg(m.topic, m.partition, m.offset, m.key, m.value))
         return keep
 
     async def _backfill(self, topic: str, partition: int, start: int, end: int) -> list[Msg]:
-        """Records [start, end) of one partition, read directly (Faust already skipped them)."""
-        if self._side is None:
-            self._side = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
-            )
-            await self._side.start()
+        """Records [start, end) of one partition, read directly (Faust already skipped them).
+
+        A fresh consumer each time: a gap is rare (a restart), and a reused one may hand back
+        records it prefetched for an earlier range.
+        """
         tp = TopicPartition(topic, partition)
-        self._side.assign([tp])
-        self._side.seek(tp, start)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+        )
         out: list[Msg] = []
-        while not out or out[-1].offset < end - 1:
-            batch = await self._side.getmany(tp, timeout_ms=5000)
-            records = batch.get(tp, [])
-            if not records:
-                if self._side.position(tp) >= end:  # log starts later (retention) or a gap
-                    break
-                raise RuntimeError(f"{topic}[{partition}]: could not read offsets {start}..{end - 1}")
-            out += [Msg(topic, partition, r.offset, r.key, r.value) for r in records if r.offset < end]
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            empty = 0
+            async with asyncio.timeout(300):
+                while True:
+                    records = (await consumer.getmany(tp, timeout_ms=2000)).get(tp, [])
+                    out += [
+                        Msg(topic, partition, r.offset, r.key, r.value)
+                        for r in records
+                        if start <= r.offset < end
+                    ]
+                    if (records and records[-1].offset >= end - 1) or await consumer.position(tp) >= end:
+                        break
+                    empty = 0 if records else empty + 1
+                    if empty >= 5:
+                        raise RuntimeError(
+                            f"{topic}[{partition}]: offsets {start}..{end - 1} could not be read"
+                        )
+        finally:
+            await consumer.stop()
         self.stats.backfilled += len(out)
+        log.debug(
+            "%s: %s[%d] %d..%d read (%d records)", self.name, topic, partition, start, end - 1, len(out)
+        )
         return out
 
     def _decode(self, messages: Sequence[Msg]) -> list[Inbound]:
@@ -310,7 +375,8 @@ class Processor:
                 self._dead_letter(msg, str(exc))
                 continue
             self.stats.events += len(decoded)
-            batch.append(Inbound(msg.topic, msg.partition, msg.offset, msg.key, decoded))
+            group = self.group_of(msg.topic, msg.partition)
+            batch.append(Inbound(group, msg.topic, msg.partition, msg.offset, msg.key, decoded))
         self.stats.skipped_types = dict(self.codec.skipped)
         return batch
 

@@ -37,7 +37,7 @@ class Totals:
     def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
         out = []
         for record in batch:
-            state = self.parts[record.partition]
+            state = self.parts[record.group]
             for e in record.events:
                 if not isinstance(e, RechargeAccepted):
                     continue

@@ -1,0 +1,140 @@
+"""The billing worker: the pure :class:`~services.billing.domain.books.Books` behind the stream
+processor runtime (:mod:`libs.stack.processor`).
+
+Billing joins facts keyed by meter (readings, registry) with facts keyed by account (money) and
+by tariff, so one worker holds the whole books: the processor runs in global mode (every input
+partition feeds one state, snapshotted with the offsets of every partition) and the service runs
+as a single replica. Outputs carry ids derived from their causes, so a replay after a crash
+produces the same events and downstream consumers drop the repeats by id.
+
+Facts from different topics interleave in whatever order the consumer fetches them, which on a
+replay differs from the live order. So that the books come out the same either way, a reading
+waits (in order, per meter) until its meter is registered, assigned to an account and that
+account's tariff is known, and a money fact waits until its account is opened. The domain
+charges by event time, so a reading applied late gives the same charge as one applied at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Sequence
+
+from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
+from libs.events.base import Event
+from libs.events.billing import AccountOpened, TariffPublished
+from libs.events.codec import Codec
+from libs.events.topics import BILLING, READINGS, REGISTRY_TOPIC, TARIFFS
+from libs.stack.processor import Inbound, Outbound
+from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
+from services.billing.domain.books import MONEY, Books
+
+log = logging.getLogger(__name__)
+MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
+
+INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
+
+
+def one_group(topic: str, partition: int) -> int:
+    """Global mode: every input partition belongs to the one state."""
+    return 0
+
+
+class BillingState:
+    """Handler and partition state of the billing processor."""
+
+    def __init__(self, alarm_config: AlarmConfig | None = None) -> None:
+        self.alarm_config = alarm_config or AlarmConfig()
+        self.codec = Codec()
+        self.applied = 0
+        self.dropped = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.books = Books(self.alarm_config)
+        self.registered: set[str] = set()
+        self.waiting: dict[str, list[Event]] = {}
+
+    def restore(self, partition: int, blob: bytes | None) -> None:
+        """Load the books from a snapshot (or start empty: the log is replayed)."""
+        self._reset()
+        if blob:
+            self.books, self.registered, self.waiting = pickle.loads(blob)
+        self.books.alarm_config = self.alarm_config  # configuration wins over the snapshot's
+
+    def snapshot(self, partition: int) -> bytes:
+        """The books as bytes (a shallow copy is consistent: entries are immutable)."""
+        waiting = {k: list(v) for k, v in self.waiting.items()}
+        return pickle.dumps(
+            (self.books.copy(), set(self.registered), waiting), protocol=pickle.HIGHEST_PROTOCOL
+        )
+
+    def forget(self, partition: int) -> None:
+        """The worker lost its partitions in a rebalance: drop the books until reassigned."""
+        self._reset()
+
+    def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
+        """Fold every event of the batch; return the facts billing emits, encoded."""
+        out: list[Event] = []
+        for record in batch:
+            for fact in record.events:
+                out += self.fold(fact)
+        return [Outbound(e.TOPIC, e.key, self.codec.encode(e)) for e in out]
+
+    def fold(self, fact: Event) -> list[Event]:
+        """Apply one fact now, or queue it behind what it waits for; return what it caused."""
+        blocked = self._waits_for(fact)
+        key = blocked or self._queue_key(fact)
+        if blocked is not None or (key and key in self.waiting):  # keep each queue's order
+            queue = self.waiting.setdefault(key, [])
+            queue.append(fact)
+            if len(queue) > MAX_WAITING:
+                queue.pop(0)
+                self.dropped += 1
+                log.warning("billing: more than %d facts wait for %s; dropped the oldest", MAX_WAITING, key)
+            return []
+        out = self._apply(fact)
+        if isinstance(fact, (MeterRegistered, TariffPublished, AccountOpened)):
+            out += self._release()
+        return out
+
+    def _apply(self, fact: Event) -> list[Event]:
+        if isinstance(fact, MeterRegistered):
+            self.registered.add(fact.meter_id)
+        self.applied += 1
+        return self.books.handle(fact)
+
+    def _queue_key(self, fact: Event) -> str:
+        if isinstance(fact, (ReadingRecorded, MeterReplaced)):
+            return f"meter:{fact.meter_id}"
+        if isinstance(fact, MONEY):
+            return f"account:{fact.account_id}"
+        return ""
+
+    def _waits_for(self, fact: Event) -> str | None:
+        """The queue a fact must wait in, or None when it can be applied now."""
+        books = self.books
+        if isinstance(fact, (ReadingRecorded, MeterReplaced)):
+            account_id = books.meter_account.get(fact.meter_id)
+            if (
+                fact.meter_id not in self.registered
+                or account_id is None
+                or books.accounts[account_id].tariff_id not in books.tariffs
+            ):
+                return f"meter:{fact.meter_id}"
+        elif isinstance(fact, MONEY) and fact.account_id not in books.accounts:
+            return f"account:{fact.account_id}"
+        return None
+
+    def _release(self) -> list[Event]:
+        """Apply the queues whose facts no longer wait."""
+        out: list[Event] = []
+        for key in [k for k, q in self.waiting.items() if q and self._waits_for(q[0]) is None]:
+            for fact in self.waiting.pop(key):
+                out += self._apply(fact)
+        return out
+
+
+def alarm_config(level1_fen: int, level2_fen: int) -> AlarmConfig:
+    """The default thresholds from settings (per-project and per-account ones come later)."""
+    return AlarmConfig(default=AlarmPolicy(level1_fen=level1_fen, level2_fen=level2_fen))
