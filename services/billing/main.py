@@ -51,7 +51,13 @@ def _serve_health(app: faust.App, processor: Processor, port: int) -> None:
     def readyz(response: Response) -> dict[str, object]:
         ready = bool(processor.owned)
         response.status_code = 200 if ready else 503
-        return {"ready": ready, "records": processor.stats.records, "snapshots": processor.stats.snapshots}
+        stats = processor.stats
+        return {
+            "ready": ready,
+            "records": stats.records,
+            "events": stats.events,
+            "snapshots": stats.snapshots,
+        }
 
     @web.get("/metrics")
     def metrics() -> Response:

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from libs.events import AccountOpened, MeterRegistered, TariffPublished
 from libs.events.base import Event
 from services.billing.domain import oracle
+from services.billing.testing import scenario
 from services.billing.worker import BillingState
-from tests.services.billing.test_service import scenario
 
 
 def _balances(state: BillingState) -> dict[str, int]:
