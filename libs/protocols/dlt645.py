@@ -102,37 +102,8 @@ _WITH_DI = (Function.READ, Function.READ_FOLLOW, Function.WRITE)
 
 
 @dataclass(frozen=True)
-class Frame:
+class Frame(link.FrameBase):
     """A DL/T 645-2007 frame: display-order address, control code, data with 33H removed."""
-
-    address: str
-    control: int
-    data: bytes = b""
-
-    @property
-    def function(self) -> int:
-        """Function code D4..D0."""
-        return self.control & link.FUNCTION_MASK
-
-    @property
-    def reply(self) -> bool:
-        """True for frames sent by the meter (D7)."""
-        return bool(self.control & link.DIRECTION_BIT)
-
-    @property
-    def error(self) -> bool:
-        """True for abnormal replies (D6)."""
-        return bool(self.control & link.ABNORMAL_BIT)
-
-    @property
-    def more(self) -> bool:
-        """True when the meter has follow-up frames (D5)."""
-        return bool(self.control & link.FOLLOW_BIT)
-
-    @property
-    def error_code(self) -> int | None:
-        """The error-status byte of an abnormal reply."""
-        return self.data[0] if self.error else None
 
     @property
     def di(self) -> str | None:

@@ -192,3 +192,39 @@ def describe(
         },
         **extra,
     }
+
+
+@dataclass(frozen=True)
+class FrameBase:
+    """What both editions' frames share: display-order address, control code C and the data
+    field with 33H removed. Control code bits (both editions): D7 direction (1 = reply from the
+    meter), D6 abnormal reply, D5 follow-up frames, D4..D0 function code."""
+
+    address: str
+    control: int
+    data: bytes = b""
+
+    @property
+    def function(self) -> int:
+        """Function code D4..D0."""
+        return self.control & FUNCTION_MASK
+
+    @property
+    def reply(self) -> bool:
+        """True for frames sent by the meter (D7)."""
+        return bool(self.control & DIRECTION_BIT)
+
+    @property
+    def error(self) -> bool:
+        """True for abnormal replies (D6)."""
+        return bool(self.control & ABNORMAL_BIT)
+
+    @property
+    def more(self) -> bool:
+        """True when the meter has follow-up frames (D5)."""
+        return bool(self.control & FOLLOW_BIT)
+
+    @property
+    def error_code(self) -> int | None:
+        """The error-status byte of an abnormal reply."""
+        return self.data[0] if self.error else None
