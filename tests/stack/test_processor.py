@@ -192,4 +192,4 @@ def test_state_lost_after_commits_is_rebuilt_by_seeking_back(
         _stop(worker)
         loop.close()
     assert balances == _totals(first + second), log.read_text()[-3000:]
-    assert ("reading the gap from the log" in log.read_text() or "catching up" in log.read_text())
+    assert "reading the gap from the log" in log.read_text() or "catching up" in log.read_text()
