@@ -5,6 +5,15 @@ Headers may be English or the usual Chinese ones (表号/表地址, 通讯地址
 share a bus, and must agree on its line settings. Every bad row is collected (sheet row number,
 column header as written, message) and reported together in one :class:`ImportRejected`; nothing
 is returned unless the whole file validates, so a half-imported topology cannot exist.
+
+Failover (A7): the concentrators file lists each concentrator's alternates (备用集中器), the
+concentrators that can also reach its buses. A meter row may say how with the optional column
+``alternate_route`` (备用通道, 备用路由, 备用路由地址): ``<concentrator id>@<endpoint>``, the endpoint
+as :func:`~services.acquisition.registry.parse_endpoint` reads it (``C02@10.0.0.12:8900``,
+``C02@/dev/ttyS3``), several separated by ``;`` in order of preference. They become the bus's
+``alternate_routes``. The alternate concentrator must exist and be one of the primary's alternates,
+and rows of one bus must agree on the routes (a blank cell agrees with any), like they must on
+protocol and line settings; otherwise the row is refused naming that column.
 """
 
 from __future__ import annotations
@@ -21,7 +30,16 @@ import openpyxl
 from pydantic import ValidationError
 
 from libs.events.base import Event
-from services.acquisition.registry import Bus, Concentrator, Meter, Project, Registry, diff, parse_endpoint
+from services.acquisition.registry import (
+    AlternateRoute,
+    Bus,
+    Concentrator,
+    Meter,
+    Project,
+    Registry,
+    diff,
+    parse_endpoint,
+)
 
 _METER_COLUMNS = {
     "id": ("meter_id", "id", "电表编号", "表计编号", "编号"),
@@ -45,6 +63,7 @@ _METER_COLUMNS = {
     "operator_code": ("operator_code", "operator", "操作者代码"),
     "register_digits": ("register_digits", "整数位"),
     "register_decimals": ("register_decimals", "小数位"),
+    "alternate": ("alternate_route", "alternate_routes", "备用通道", "备用路由", "备用路由地址"),
 }
 _CONCENTRATOR_COLUMNS = {
     "id": ("concentrator_id", "id", "集中器", "集中器编号", "集中器地址"),
@@ -195,7 +214,7 @@ def _concentrators(rows: Rows, headers: dict[str, str], errors: list[RowError]) 
 
 def _meter(n: int, row: dict[str, str], headers: dict[str, str], errors: list[RowError]) -> Meter | None:
     fields: dict[str, Any] = {
-        k: v for k, v in row.items() if k not in ("concentrator", "bus", *_BUS_KEYS[1:])
+        k: v for k, v in row.items() if k not in ("concentrator", "bus", "alternate", *_BUS_KEYS[1:])
     }
     fields["protocol"] = protocol = _protocol(row.get("protocol", ""))
     width = _ADDRESS_WIDTH.get(protocol)
@@ -230,6 +249,37 @@ def _bus_settings(row: dict[str, str]) -> dict[str, Any]:
     return settings
 
 
+def _alternate_routes(
+    n: int, row: dict[str, str], found: dict[str, dict[str, Any]], column: str, errors: list[RowError]
+) -> tuple[AlternateRoute, ...] | None:
+    """The row's ``<concentrator>@<endpoint>;…`` routes; ``None`` (and row errors) when one is bad."""
+    primary, ok = found[row["concentrator"]], True
+    routes: list[AlternateRoute] = []
+    for item in row["alternate"].replace("；", ";").split(";"):
+        via, at, where = (part.strip() for part in item.strip().partition("@"))
+        if not item.strip():
+            continue
+        if not (via and at and where):
+            errors.append(RowError(n, column, f"expected <concentrator>@<endpoint>, got {item.strip()!r}"))
+            ok = False
+        elif via not in found:
+            errors.append(RowError(n, column, f"unknown concentrator {via}"))
+            ok = False
+        elif via not in primary["alternates"]:
+            errors.append(RowError(n, column, f"{via} is not an alternate concentrator of {primary['id']}"))
+            ok = False
+        elif any(r.concentrator_id == via for r in routes):
+            errors.append(RowError(n, column, f"two routes through {via}"))
+            ok = False
+        else:
+            routes.append(AlternateRoute(concentrator_id=via, transport=parse_endpoint(where)))
+    return tuple(routes) if ok else None
+
+
+def _routes_text(routes: tuple[AlternateRoute, ...]) -> str:
+    return ";".join(f"{r.concentrator_id}@{r.transport}" for r in routes)
+
+
 def import_topology(
     project_id: str,
     concentrators: Path | str | bytes,
@@ -255,7 +305,22 @@ def import_topology(
             errors.append(RowError(n, headers["concentrator"], f"unknown concentrator {row['concentrator']}"))
             continue
         buses = found[row["concentrator"]]["buses"]
-        bus = buses.setdefault(row["bus"], {"settings": _bus_settings(row), "meters": [], "row": n})
+        bus = buses.setdefault(
+            row["bus"], {"settings": _bus_settings(row), "meters": [], "row": n, "routes": None}
+        )
+        if "alternate" in row:
+            routes = _alternate_routes(n, row, found, headers["alternate"], errors)
+            if routes is not None and bus["routes"] is None:
+                bus["routes"] = routes
+            elif routes is not None and routes != bus["routes"]:
+                errors.append(
+                    RowError(
+                        n,
+                        headers["alternate"],
+                        f"bus {row['bus']} already has alternate routes {_routes_text(bus['routes'])},"
+                        f" not {_routes_text(routes)}",
+                    )
+                )
         for key, value in _bus_settings(row).items():
             if bus["settings"].get(key, value) != value:
                 errors.append(
@@ -316,6 +381,7 @@ def _build(
                         {
                             "id": bus_id,
                             "transport": endpoint,
+                            "alternate_routes": bus["routes"] or (),
                             **bus["settings"],
                             "meters": tuple(m for _, m in bus["meters"]),
                         }

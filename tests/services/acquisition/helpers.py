@@ -32,6 +32,7 @@ from libs.settings import load
 from libs.stack.broker import ensure_topics
 from services.acquisition.commstatus import CommConfig
 from services.acquisition.engine import EngineConfig
+from services.acquisition.registry import Registry
 from services.acquisition.schedule import Cron, JobKind, Schedule
 from services.acquisition.service import AcquisitionService
 from services.acquisition.settings import AcquisitionSettings
@@ -122,8 +123,13 @@ class Running:
 
 @asynccontextmanager
 async def running_service(
-    site: Site, bootstrap: str, tmp_path: Path, config: EngineConfig | None = None
+    site: Site,
+    bootstrap: str,
+    tmp_path: Path,
+    config: EngineConfig | None = None,
+    registry: Callable[[str], Registry] | None = None,
 ) -> AsyncIterator[Running]:
+    """The service polling ``site``; ``registry(project_id)`` replaces the simulator's topology."""
     await asyncio.to_thread(ensure_topics, bootstrap, CATALOGUE)
     lines = tmp_path / "sim.jsonl"
     lines.write_text("\n".join(json.dumps(line) for line in site.endpoints()) + "\n")
@@ -136,8 +142,12 @@ async def running_service(
         acq_instance_id=project,
         state_dir=tmp_path,
     )
-    registry = registry_from_lines(site.endpoints(), site_config(), project_id=project)
-    service = AcquisitionService(settings, registry, config or engine_config(), http=False)
+    topology = (
+        registry(project)
+        if registry is not None
+        else registry_from_lines(site.endpoints(), site_config(), project_id=project)
+    )
+    service = AcquisitionService(settings, topology, config or engine_config(), http=False)
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:

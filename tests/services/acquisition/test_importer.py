@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from libs.events.acquisition import Medium, MeterRegistered, MeterUpdated
 from services.acquisition.importer import ImportRejected, RowError, import_topology
-from services.acquisition.registry import Registry, SerialEndpoint, TcpEndpoint
+from services.acquisition.registry import AlternateRoute, Registry, SerialEndpoint, TcpEndpoint
 
 DATA = Path(__file__).parent / "data"
 AT = datetime(2024, 3, 1, tzinfo=UTC)
@@ -35,10 +35,10 @@ def meters_xlsx(tmp_path: Path) -> Path:
     """The Excel flavour of meters.csv: numeric cells, so leading zeros of addresses are lost."""
     path = tmp_path / "meters.xlsx"
     path.write_bytes(xlsx([
-        ["通讯地址", "通讯规约", "表型", "表类型", "采集器", "总线", "波特率", "校验", "倍率", "用户编号"],
-        [101, "645-07", "DDSY666", "电", "C01", 1, 2400, "E", 1, "A-101"],
-        [102, "645-07", "DDSY666", "电", "C01", 1, 2400, "E", 1.0, None],
-        [1, "modbus", "sdm630", "电", "C02", "10.0.0.50:4001", 9600, "N", 40, "B-1"],
+        ["通讯地址", "通讯规约", "表型", "表类型", "采集器", "总线", "波特率", "校验", "倍率", "用户编号", "备用路由地址"],
+        [101, "645-07", "DDSY666", "电", "C01", 1, 2400, "E", 1, "A-101", "C02@10.0.0.12:8900"],
+        [102, "645-07", "DDSY666", "电", "C01", 1, 2400, "E", 1.0, None, "C02@10.0.0.12:8900"],
+        [1, "modbus", "sdm630", "电", "C02", "10.0.0.50:4001", 9600, "N", 40, "B-1", None],
     ]))  # fmt: skip
     return path
 
@@ -59,6 +59,15 @@ def test_chinese_csv_imports_a_whole_site():
     )
     assert r.meter("000000000201").multiplier == 30 and r.meter("000000000101").account_id == "A-101"
     assert len([e for e in result.events if isinstance(e, MeterRegistered)]) == 6
+    # 备用通道: how the alternate concentrator reaches each bus (a blank cell agrees with the bus)
+    assert r.bus("C01/1").alternate_routes == (
+        AlternateRoute(concentrator_id="C02", transport=TcpEndpoint(host="10.0.0.12", port=8900)),
+    )
+    assert r.bus("C01/2").alternate_routes == (
+        AlternateRoute(concentrator_id="C02", transport=SerialEndpoint(device="/dev/ttyS3")),
+    )
+    assert r.bus("C02/1").alternate_routes[0].transport == TcpEndpoint(host="10.0.0.11", port=8901)
+    assert r.bus("C03/1").alternate_routes == ()
 
 
 def test_excel_with_numeric_cells(meters_xlsx: Path):
@@ -67,6 +76,54 @@ def test_excel_with_numeric_cells(meters_xlsx: Path):
     assert r.meter("000000000102").multiplier == 1 and r.meter("000000000102").account_id is None
     assert r.bus("C02/10.0.0.50:4001").transport == TcpEndpoint(host="10.0.0.50", port=4001)
     assert r.meter("1").model == "sdm630" and r.meter("1").multiplier == 40
+    assert r.bus("C01/1").alternate_routes == (
+        AlternateRoute(concentrator_id="C02", transport=TcpEndpoint(host="10.0.0.12", port=8900)),
+    )
+    assert r.bus("C02/10.0.0.50:4001").alternate_routes == ()
+
+
+def test_several_alternate_routes_in_order(tmp_path: Path):
+    conc = tmp_path / "c.csv"
+    conc.write_text("id,uplink,alternates\nC01,10.0.0.1:1,C02;C03\nC02,10.0.0.2:1,\nC03,COM4,\n")
+    meters = tmp_path / "m.csv"
+    meters.write_text(
+        "address,protocol,concentrator,port,alternate_route\n"
+        "000000000001,dlt645-2007,C01,1, C03@COM7 ; C02@10.0.0.2:8901 \n"
+    )
+    r = import_topology("p1", conc, meters, AT).registry
+    assert r.bus("C01/1").alternate_routes == (
+        AlternateRoute(concentrator_id="C03", transport=SerialEndpoint(device="COM7")),
+        AlternateRoute(concentrator_id="C02", transport=TcpEndpoint(host="10.0.0.2", port=8901)),
+    )
+
+
+def test_bad_alternate_routes_are_refused_by_row_and_column(tmp_path: Path):
+    meters = tmp_path / "m.csv"
+    meters.write_text(
+        "表地址,规约,集中器,端口,备用通道\n"
+        "000000000001,dlt645-2007,C01,1,C02@10.0.0.12:8900\n"  # 2: fine
+        "000000000002,dlt645-2007,C01,1,C02@10.0.0.12:8901\n"  # 3: disagrees with row 2
+        "000000000003,dlt645-2007,C01,2,C02\n"  # 4: no endpoint
+        "000000000004,dlt645-2007,C01,3,C09@10.0.0.9:1\n"  # 5: no such concentrator
+        "000000000005,cjt188,C03,1,C01@10.0.0.11:1\n"  # 6: C03 has no alternates
+        "000000000006,dlt645-2007,C01,4,C01@10.0.0.11:1\n"  # 7: itself
+        "000000000007,dlt645-2007,C01,5,C02@10.0.0.12:1;C02@/dev/ttyS1\n",  # 8: C02 twice
+        encoding="utf-8",
+    )
+    base = import_topology("p1", CONCENTRATORS, METERS, AT).registry
+    with pytest.raises(ImportRejected) as caught:
+        import_topology("p1", CONCENTRATORS, meters, AT, base=base)
+    assert caught.value.errors == [
+        RowError(
+            3, "备用通道", "bus 1 already has alternate routes C02@10.0.0.12:8900, not C02@10.0.0.12:8901"
+        ),
+        RowError(4, "备用通道", "expected <concentrator>@<endpoint>, got 'C02'"),
+        RowError(5, "备用通道", "unknown concentrator C09"),
+        RowError(6, "备用通道", "C01 is not an alternate concentrator of C03"),
+        RowError(7, "备用通道", "C01 is not an alternate concentrator of C01"),
+        RowError(8, "备用通道", "two routes through C02"),
+    ]
+    assert "row 5, 备用通道: unknown concentrator C09" in str(caught.value)
 
 
 def test_every_bad_row_is_reported_and_nothing_imported():
