@@ -20,9 +20,11 @@ from libs.events.acquisition import (
 from libs.events.base import utcnow
 from libs.events.control import Action, CommandAcknowledged, CommandRequested, CommandSent
 from libs.protocols.simulator.faults import LinkFault
+from services.acquisition.engine import EngineConfig
+from services.acquisition.schedule import Cron, JobKind, Schedule
 from tests.broker.kafka_helpers import producer
 
-from .helpers import E1, Collector, running_service, running_site
+from .helpers import E1, Collector, engine_config, running_service, running_site
 
 pytestmark = pytest.mark.slow
 
@@ -88,3 +90,26 @@ async def test_lost_contact_recovery_and_corrupted_bytes_retried(bootstrap: str,
         await seen.wait_for(lambda: len(seen.of(MeterOnline, meter_id=E1)) == 2)
         assert not seen.of(MeterLostContact, meter_id="m/1")  # the corrupted reply was retried
         await seen.close()
+
+
+async def test_daily_frozen_values_are_read_back_and_labelled(bootstrap: str, tmp_path: Path) -> None:
+    plans = {
+        "default": (
+            Schedule(kind=JobKind.READ, trigger=Cron(expression="0 0 1 1 *")),  # routine reads out of the way
+            Schedule(kind=JobKind.FROZEN_DAILY, trigger=Cron(expression="* * * * * */2")),
+        )
+    }
+    config = engine_config()
+    config = EngineConfig(plans=plans, comm=config.comm, timing=config.timing, read_at_start=False)
+    async with running_site() as site:
+        state = site.meter(E1).state
+        state._freeze(utcnow())  # the midnight freeze the meter would have taken
+        snap = next(iter(state.frozen_daily.values()))
+        day = snap.at.date()  # labelled by the freeze moment's date (DL/T 645 05060001)
+        async with running_service(site, bootstrap, tmp_path, config) as run:
+            seen = Collector(bootstrap, run.project_id).start()
+            frozen = await seen.wait_for(lambda: seen.of(ReadingRecorded, meter_id=E1, frozen=f"daily:{day}"))
+            registers = frozen[0].registers["active_import_kwh"]
+            assert registers[Rate.TOTAL] == pytest.approx(Decimal(str(snap.total)))
+            assert not seen.of(ReadingRecorded, meter_id=E1, frozen=None)  # no live read was due
+            await seen.close()
