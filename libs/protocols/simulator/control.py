@@ -25,13 +25,13 @@ op                    arguments
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
 from .clock import ManualClock
 from .faults import LinkFault
 from .runtime import Site
+from .tcpserver import TcpServer
 
 
 def meter_view(site: Site, meter_id: str) -> dict[str, Any]:
@@ -99,53 +99,24 @@ def apply(site: Site, request: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True}
 
 
-class ControlPort:
+class ControlPort(TcpServer):
     """A JSON-lines TCP server driving :func:`apply` on a site."""
 
     def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.site = site
-        self.host = host
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        """Listen; ``port`` 0 picks a free port, read back from :attr:`port`."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            while line := await reader.readline():
-                try:
-                    request = json.loads(line)
-                    reply = (
-                        apply(self.site, request)
-                        if isinstance(request, dict)
-                        else {"ok": False, "error": "request must be a JSON object"}
-                    )
-                except json.JSONDecodeError as exc:
-                    reply = {"ok": False, "error": f"bad JSON: {exc}"}
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):  # see TcpPassThrough._serve
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def stop(self) -> None:
-        """Stop listening and drop connections."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer one JSON line per request line."""
+        while line := await reader.readline():
+            try:
+                request = json.loads(line)
+                reply = (
+                    apply(self.site, request)
+                    if isinstance(request, dict)
+                    else {"ok": False, "error": "request must be a JSON object"}
+                )
+            except json.JSONDecodeError as exc:
+                reply = {"ok": False, "error": f"bad JSON: {exc}"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()

@@ -20,32 +20,23 @@ from libs.protocols import modbus
 from libs.protocols.errors import FrameError
 
 from .bus import Bus
+from .tcpserver import TcpServer
 
 log = logging.getLogger(__name__)
 ILLEGAL_FUNCTION = 0x01
 TARGET_FAILED = 0x0B
 
 
-class ModbusTcpGateway:
+class ModbusTcpGateway(TcpServer):
     """One listening TCP port translating Modbus-TCP to the RTU bus and back."""
 
     def __init__(self, bus: Bus, host: str = "127.0.0.1", port: int = 0, timeout: float = 1.0) -> None:
+        super().__init__(host, port)
         self.bus = bus
-        self.host = host
-        self.port = port
         self.timeout = timeout
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        """Listen; ``port`` 0 picks a free port, read back from :attr:`port`."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Translate ADUs until the client leaves or sends something that is not Modbus-TCP."""
         buf = b""
         try:
             while data := await reader.read(4096):
@@ -61,14 +52,6 @@ class ModbusTcpGateway:
                         await writer.drain()
         except FrameError as exc:  # not Modbus-TCP: a gateway closes such a connection
             log.debug("gateway %s: %s, closing", self.bus.name, exc)
-        except (ConnectionError, asyncio.CancelledError):  # see TcpPassThrough._serve
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
-            if task is not None:
-                self._tasks.discard(task)
 
     async def forward(self, adu: modbus.TcpAdu) -> modbus.TcpAdu | None:
         """Run one request over the RTU bus; the MBAP answer, or None for a broadcast."""
@@ -99,16 +82,6 @@ class ModbusTcpGateway:
     @staticmethod
     def _exception(adu: modbus.TcpAdu, code: int) -> modbus.TcpAdu:
         return modbus.TcpAdu(adu.transaction, adu.unit, bytes([(adu.pdu[0] | 0x80) & 0xFF, code]))
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
 
     def describe(self) -> dict[str, object]:
         """The endpoint as printed by the CLI."""

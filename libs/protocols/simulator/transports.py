@@ -15,6 +15,7 @@ import tty
 from itertools import count
 
 from .bus import Bus, Endpoint
+from .tcpserver import TcpServer
 
 log = logging.getLogger(__name__)
 _ids = count(1)
@@ -25,57 +26,24 @@ _SPEEDS = {
 }
 
 
-class TcpPassThrough:
+class TcpPassThrough(TcpServer):
     """One listening TCP port per bus, like a GPRS/4G DTU passing RS-485 bytes through."""
 
     def __init__(self, bus: Bus, host: str = "127.0.0.1", port: int = 0, via: str = "") -> None:
+        super().__init__(host, port)
         self.bus = bus
-        self.host = host
-        self.port = port
         self.via = via  # an alternate concentrator's port onto the bus (cascade), or ""
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        """Listen; ``port`` 0 picks a free port, read back from :attr:`port`."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Pass bytes between the socket and the bus."""
 
         async def write(data: bytes) -> None:
             writer.write(data)
             await writer.drain()
 
         endpoint = Endpoint(f"{self.bus.name}/tcp{next(_ids)}", write, via=self.via)
-        try:
-            while data := await reader.read(4096):
-                await self.bus.feed(endpoint, data)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.CancelledError:
-            # stop() cancels connections; end normally, since asyncio's start_server callback
-            # logs a cancelled connection task as an error.
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
-            if task is not None:
-                self._tasks.discard(task)
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection."""
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
+        while data := await reader.read(4096):
+            await self.bus.feed(endpoint, data)
 
     def describe(self) -> dict[str, object]:
         """The endpoint as printed by the CLI."""
