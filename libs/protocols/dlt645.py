@@ -121,22 +121,7 @@ class Frame(link.FrameBase):
 
 def _check(frame: Frame) -> None:
     """Refuse control codes and lengths DL/T 645-2007 clause 7 does not allow."""
-    rule = _LENGTHS.get(frame.function)
-    control = f"0x{frame.control:02X}"
-    if rule is None:
-        raise FrameError(PROTOCOL, "control", f"unknown function 0x{frame.function:02X} in control {control}")
-    if not frame.reply and frame.control & (link.ABNORMAL_BIT | link.FOLLOW_BIT):
-        raise FrameError(PROTOCOL, "control", f"request {control} sets reply-only bits D6/D5")
-    request, normal = rule
-    if frame.reply and normal is None:
-        raise FrameError(PROTOCOL, "control", f"function 0x{frame.function:02X} has no reply")
-    if frame.more and frame.function not in (Function.READ, Function.READ_FOLLOW):
-        raise FrameError(PROTOCOL, "control", f"follow-up bit D5 on function 0x{frame.function:02X}")
-    low, high = (1, 1) if frame.error else normal if frame.reply and normal else request
-    if not low <= len(frame.data) <= high:
-        want = str(low) if low == high else f"{low}..{high}"
-        got = len(frame.data)
-        raise FrameError(PROTOCOL, "length", f"control {control} expects {want} data bytes, got {got}")
+    link.check(frame, _LENGTHS, (Function.READ, Function.READ_FOLLOW), PROTOCOL)
 
 
 def decode(buf: bytes) -> tuple[int, Frame | None]:

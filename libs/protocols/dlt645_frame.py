@@ -228,3 +228,31 @@ class FrameBase:
     def error_code(self) -> int | None:
         """The error-status byte of an abnormal reply."""
         return self.data[0] if self.error else None
+
+
+Lengths = dict[int, tuple[tuple[int, int], tuple[int, int] | None]]
+
+
+def check(frame: FrameBase, lengths: Lengths, follow_ok: tuple[int, ...], protocol: str) -> None:
+    """Refuse control codes and data lengths an edition does not allow.
+
+    ``lengths`` maps each function code to ((min, max) request data, (min, max) normal-reply data
+    or None when the function has no reply); an abnormal reply carries exactly one error byte.
+    ``follow_ok`` lists the functions whose replies may set the follow-up bit D5.
+    """
+    rule = lengths.get(frame.function)
+    control = f"0x{frame.control:02X}"
+    if rule is None:
+        raise FrameError(protocol, "control", f"unknown function 0x{frame.function:02X} in control {control}")
+    if not frame.reply and frame.control & (ABNORMAL_BIT | FOLLOW_BIT):
+        raise FrameError(protocol, "control", f"request {control} sets reply-only bits D6/D5")
+    request, normal = rule
+    if frame.reply and normal is None:
+        raise FrameError(protocol, "control", f"function 0x{frame.function:02X} has no reply")
+    if frame.more and frame.function not in follow_ok:
+        raise FrameError(protocol, "control", f"follow-up bit D5 on function 0x{frame.function:02X}")
+    low, high = (1, 1) if frame.error else normal if frame.reply and normal else request
+    if not low <= len(frame.data) <= high:
+        want = str(low) if low == high else f"{low}..{high}"
+        got = len(frame.data)
+        raise FrameError(protocol, "length", f"control {control} expects {want} data bytes, got {got}")
