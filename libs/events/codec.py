@@ -46,6 +46,11 @@ class EventDecodeError(ValueError):
     """
 
 
+def _batch(readings_json: bytes, batch_id: str | None) -> bytes:
+    head = b'{"type":"' + BATCH_TYPE.encode() + b'","batch_id":"' + (batch_id or new_event_id()).encode()
+    return head + b'","readings":' + readings_json + b"}"
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (Java, kafka-python, aiokafka) picks for a key."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -81,13 +86,11 @@ class Codec:
         The items carry no ``type`` of their own: the batch type implies it, and the whole
         message then validates in one pass of pydantic's JSON parser.
         """
-        head = b'{"type":"' + BATCH_TYPE.encode() + b'","batch_id":"' + (batch_id or new_event_id()).encode()
-        return head + b'","readings":' + _READINGS.dump_json(list(readings)) + b"}"
+        return _batch(_READINGS.dump_json(list(readings)), batch_id)
 
     def encode_batch_items(self, items: Sequence[bytes], batch_id: str | None = None) -> bytes:
         """A batch from readings already serialised with ``model_dump_json()`` (no ``type``)."""
-        head = b'{"type":"' + BATCH_TYPE.encode() + b'","batch_id":"' + (batch_id or new_event_id()).encode()
-        return head + b'","readings":[' + b",".join(items) + b"]}"
+        return _batch(b"[" + b",".join(items) + b"]", batch_id)
 
     def decode(self, value: bytes) -> list[Event]:
         """All events in one message value: one, several (a batch) or none (an unknown type)."""

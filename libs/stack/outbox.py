@@ -72,9 +72,10 @@ class Outbox:
         self._changed = asyncio.Event()
         self._space = asyncio.Condition()
         self._partitions: dict[str, int] = {}
+        self._count = int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def __len__(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        return self._count  # kept in step with the table, so the hot path never counts rows
 
     async def put(self, events: Sequence[Event]) -> None:
         """Queue events durably; waits while the outbox is full (backpressure)."""
@@ -88,6 +89,7 @@ class Outbox:
                     rows.append((e.TOPIC, e.key, self.codec.encode(e), 0))
             self.db.executemany("INSERT INTO outbox (topic, key, value, packable) VALUES (?, ?, ?, ?)", rows)
             self.db.commit()
+            self._count += len(rows)
         self.stats.queued += len(events)
         self._changed.set()
 
@@ -182,6 +184,7 @@ class Outbox:
         if delivered:
             self.db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in delivered])
             self.db.commit()
+            self._count -= len(delivered)
             self.stats.delivered += len(delivered)
             async with self._space:
                 self._space.notify_all()
