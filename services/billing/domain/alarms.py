@@ -5,8 +5,10 @@
   cleared when a balance change (recharge, allowance, adjustment) ends it.
 - Ids are deterministic: an alarm's id derives from the account, the kind and the event that
   raised it, so replaying the log raises the same alarm with the same id.
-- Arrears asks control to trip every meter of the account (``requested_by="policy:arrears"``);
-  the change that ends arrears asks to close them again.
+- The ``arrears`` alarm *is* billing's request to control: control folds it per meter (routed by
+  the account's meters, which the alarm also lists in ``details["meter_ids"]``) and decides the
+  relay itself, so keep-power and forced states are honoured; its clearing asks for the restore.
+  Billing never emits relay commands.
 - Postpaid accounts owe by design until settlement: they get no balance alarms here.
 """
 
@@ -16,7 +18,6 @@ from dataclasses import dataclass, field
 
 from libs.events.base import Event, event_id_for
 from libs.events.billing import AlarmCleared, AlarmKind, AlarmRaised
-from libs.events.control import Action, CommandRequested
 
 SEVERITY = {AlarmKind.BALANCE_LEVEL1: 1, AlarmKind.BALANCE_LEVEL2: 2, AlarmKind.ARREARS: 3}
 
@@ -92,7 +93,7 @@ def evaluate(
                 kind=kind,
                 severity=SEVERITY[kind],
                 message=f"account {subject.account_id}: {kind.value} at balance {balance_fen} fen",
-                details={"balance_fen": str(balance_fen)},
+                details={"balance_fen": str(balance_fen), "meter_ids": ",".join(subject.meter_ids)},
                 **envelope,
             )
         )
@@ -107,30 +108,4 @@ def evaluate(
                 **envelope,
             )
         )
-    if AlarmKind.ARREARS in now and AlarmKind.ARREARS not in active:
-        out += _commands(subject, Action.TRIP, cause, envelope)
-    if AlarmKind.ARREARS in active and AlarmKind.ARREARS not in now:
-        out += _commands(subject, Action.CLOSE, cause, envelope)
     return result, out
-
-
-def _commands(subject: Subject, action: Action, cause: Event, envelope: dict[str, object]) -> list[Event]:
-    reason = "arrears" if action is Action.TRIP else "arrears ended"
-    out: list[Event] = []
-    for meter_id in subject.meter_ids:
-        command_id = event_id_for(subject.project_id, "command", meter_id, action.value, cause.event_id)
-        out.append(
-            CommandRequested.model_validate(
-                {
-                    **envelope,
-                    "subject_id": meter_id,
-                    "event_id": command_id,
-                    "command_id": command_id,
-                    "meter_id": meter_id,
-                    "action": action,
-                    "requested_by": "policy:arrears",
-                    "reason": reason,
-                }
-            )
-        )
-    return out

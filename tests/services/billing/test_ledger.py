@@ -88,7 +88,7 @@ def test_commands_need_an_open_account_and_open_is_idempotent():
         b.decide(open_.model_copy(update={"meter_ids": ("m2",)}))
 
 
-def test_alarm_levels_arrears_trip_and_restore():
+def test_alarm_levels_and_arrears_raised_and_cleared():
     b = books(overdraft=100)
     run(b, cmd(Recharge, "k1", amount_fen=3000))
     b.handle(reading(at(2024, 3, 1, 1), 0))
@@ -101,12 +101,12 @@ def test_alarm_levels_arrears_trip_and_restore():
     out = b.handle(reading(at(2024, 3, 1, 4), 62))  # -100: level 2 and arrears
     raised = {e.kind: e for e in out if isinstance(e, AlarmRaised)}
     assert set(raised) == {AlarmKind.BALANCE_LEVEL2, AlarmKind.ARREARS}
-    trips = [e for e in out if isinstance(e, CommandRequested)]
-    assert [(c.meter_id, c.action.value, c.requested_by) for c in trips] == [("m1", "trip", "policy:arrears")]
+    assert raised[AlarmKind.ARREARS].details["meter_ids"] == "m1"  # control trips them, not billing
+    assert not [e for e in out if isinstance(e, CommandRequested)]
     out = run(b, cmd(Recharge, "k2", amount_fen=1000))  # 900: arrears and level 2 end, level 1 stays
     cleared = {e.kind: e.alarm_id for e in out if isinstance(e, AlarmCleared)}
     assert cleared == {k: raised[k].alarm_id for k in (AlarmKind.BALANCE_LEVEL2, AlarmKind.ARREARS)}
-    assert [c.action.value for c in out if isinstance(c, CommandRequested)] == ["close"]
+    assert not [e for e in out if isinstance(e, CommandRequested)]
     assert b.accounts["a1"].alarms.keys() == {AlarmKind.BALANCE_LEVEL1}
 
 
