@@ -93,6 +93,14 @@ class Handler(Protocol):
         ...
 
 
+class Ticking(Protocol):
+    """A handler with time-driven work (retries, timeouts, schedules): ``Processor(tick_every=…)``."""
+
+    def tick(self, now: float) -> list[Outbound]:
+        """Do what is due at ``now`` (epoch seconds); return what to produce."""
+        ...
+
+
 class PartitionState(Protocol):
     """Per-partition state that can be saved and restored."""
 
@@ -176,6 +184,7 @@ class Processor:
         within: float = 0.05,
         snapshot_every: float = 5.0,
         group_of: Callable[[str, int], int] = lambda topic, partition: partition,
+        tick_every: float | None = None,
     ) -> None:
         self.app, self.bootstrap, self.name, self.topics = app, bootstrap, name, tuple(topics)
         self.handler, self.state, self.snapshots = handler, state, snapshots
@@ -193,6 +202,9 @@ class Processor:
         channel = app.topic(*self.topics, key_serializer="raw", value_serializer="raw")
         app.agent(channel, name=f"{name}-agent")(self._run)
         # Faust's signal stubs do not admit coroutine receivers with keyword arguments; they work.
+        if tick_every is not None:
+            # A handler's tick runs under the batch lock, so it sees the same state as handle().
+            app.timer(tick_every, name=f"{name}-tick")(self._tick)
         app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
@@ -261,13 +273,24 @@ class Processor:
             async with self._lock:
                 await self._apply(await self._contiguous(events))
 
-    async def _apply(self, messages: Sequence[Msg]) -> None:
-        """Decode, fold and produce one batch (the caller holds the lock)."""
-        batch = self._decode(messages)
-        outputs = self.handler.handle(batch) if batch else []
+    async def _tick(self) -> None:
+        tick = getattr(self.handler, "tick", None)
+        if tick is None:
+            return
+        async with self._lock:
+            if not self.owned:
+                return  # no state yet (or between rebalances): nothing can be due
+            await self._send(tick(time.time()))
+
+    async def _send(self, outputs: Sequence[Outbound]) -> None:
         for out in outputs:
             await self.app.producer.send(out.topic, out.key, out.value, out.partition, None, None)
         self.stats.outputs += len(outputs)
+
+    async def _apply(self, messages: Sequence[Msg]) -> None:
+        """Decode, fold and produce one batch (the caller holds the lock)."""
+        batch = self._decode(messages)
+        await self._send(self.handler.handle(batch) if batch else [])
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
         if time.monotonic() - self._last_snapshot >= self.snapshot_every:
