@@ -120,6 +120,52 @@ class ChargeApplied(Event):
     amount_fen: int = Field(ge=0)
 
 
+@event("billing.v1.settlement_issued", BILLING.name)
+class SettlementIssued(Event):
+    """The monthly bill of a postpaid account (月结, subject: account id).
+
+    ``lines`` merge the month's charge lines per (tariff, version, category, component, rate, tier,
+    price), summing units and the already-rounded amounts, so ``total_fen`` equals the sum of the
+    charges the ledger deducted in ``period``, to the fen. Issued once every meter of the account
+    has been charged for a later month (see services/billing/domain/settlement.py).
+    """
+
+    account_id: str
+    period: str  # YYYY-MM in the billing timezone
+    lines: tuple[ChargeLine, ...]
+    units: Decimal  # units of the energy component
+    total_fen: int
+    charges: int = Field(ge=0)  # how many charges the bill covers
+
+
+class FreezeKind(StrEnum):
+    """Which configured freeze instant a snapshot belongs to."""
+
+    DAILY = "daily"
+    MONTHLY = "monthly"
+
+
+@event("billing.v1.meter_frozen", BILLING.name)
+class MeterFrozen(Event):
+    """A platform-side freeze (冻结) of one meter's registers and its account's balance at a
+    configured daily or monthly instant (subject: the account id).
+
+    ``registers`` are the last ones read at or before ``at`` (read at ``read_at``), exact whatever
+    the arrival order. ``balance_fen`` is the account's balance after the charge of that reading
+    as billing held it then: money facts fold in arrival order, so a recharge paid just before
+    the instant but delivered after the meter's next reading is not in it.
+    """
+
+    account_id: str
+    meter_id: str
+    kind: FreezeKind
+    label: str  # YYYY-MM-DD (daily) or YYYY-MM (monthly): the local date of the instant
+    at: AwareDatetime
+    read_at: AwareDatetime
+    registers: dict[str, dict[Rate, Decimal]]
+    balance_fen: int
+
+
 @event("billing.v1.adjustment_accepted", BILLING.name)
 class AdjustmentAccepted(Event):
     """A manual, signed correction of a balance by an operator."""

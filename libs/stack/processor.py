@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 2  # offsets keyed "topic:partition"
 
 
+class SnapshotRejected(Exception):
+    """Raised by :meth:`PartitionState.restore` for a snapshot it cannot use (e.g. an older
+    format): the processor then rebuilds that state from the event log instead."""
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One input record with the events decoded from it (several for a packed batch)."""
@@ -225,7 +230,11 @@ class Processor:
                     continue
                 found = self.snapshots.read(partition)
                 offsets, blob = found if found else ({}, None)
-                self.state.restore(partition, blob)
+                try:
+                    self.state.restore(partition, blob)
+                except SnapshotRejected:
+                    found, offsets = None, {}
+                    self.state.restore(partition, None)
                 self.owned.add(partition)
                 self.next_offsets[partition] = dict(offsets)
                 log.info(

@@ -22,7 +22,10 @@ from services.billing.worker import INPUTS, BillingState, alarm_config, one_grou
 
 def build(settings: BillingSettings, bootstrap: str) -> tuple[faust.App, Processor]:
     """The Faust app with the billing processor attached."""
-    state = BillingState(alarm_config(settings.billing_alarm_level1_fen, settings.billing_alarm_level2_fen))
+    state = BillingState(
+        alarm_config(settings.billing_alarm_level1_fen, settings.billing_alarm_level2_fen),
+        settings.freeze_schedule,
+    )
     app = make_app(
         "meterflow-billing", bootstrap, settings.snapshot_dir / "faust", settings.billing_faust_port
     )

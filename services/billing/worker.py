@@ -25,11 +25,13 @@ from libs.events.base import Event
 from libs.events.billing import AccountOpened, TariffPublished
 from libs.events.codec import Codec
 from libs.events.topics import BILLING, READINGS, REGISTRY_TOPIC, TARIFFS
-from libs.stack.processor import Inbound, Outbound
+from libs.stack.processor import Inbound, Outbound, SnapshotRejected
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
 from services.billing.domain.books import MONEY, Books
+from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
+SNAPSHOT_VERSION = 2  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
@@ -43,30 +45,39 @@ def one_group(topic: str, partition: int) -> int:
 class BillingState:
     """Handler and partition state of the billing processor."""
 
-    def __init__(self, alarm_config: AlarmConfig | None = None) -> None:
+    def __init__(
+        self, alarm_config: AlarmConfig | None = None, freeze_schedule: FreezeSchedule | None = None
+    ) -> None:
         self.alarm_config = alarm_config or AlarmConfig()
+        self.freeze_schedule = freeze_schedule or FreezeSchedule()
         self.codec = Codec()
         self.applied = 0
         self.dropped = 0
         self._reset()
 
     def _reset(self) -> None:
-        self.books = Books(self.alarm_config)
+        self.books = Books(self.alarm_config, freeze_schedule=self.freeze_schedule)
         self.registered: set[str] = set()
         self.waiting: dict[str, list[Event]] = {}
 
     def restore(self, partition: int, blob: bytes | None) -> None:
         """Load the books from a snapshot (or start empty: the log is replayed)."""
         self._reset()
-        if blob:
-            self.books, self.registered, self.waiting = pickle.loads(blob)
-        self.books.alarm_config = self.alarm_config  # configuration wins over the snapshot's
+        doc = pickle.loads(blob) if blob else None
+        if isinstance(doc, tuple) and len(doc) == 4 and doc[0] == SNAPSHOT_VERSION:
+            _, self.books, self.registered, self.waiting = doc
+        elif doc is not None:
+            log.warning("billing: snapshot of an older version ignored; rebuilding from the event log")
+            raise SnapshotRejected
+        # configuration wins over the snapshot's
+        self.books.alarm_config, self.books.freeze_schedule = self.alarm_config, self.freeze_schedule
 
     def snapshot(self, partition: int) -> bytes:
         """The books as bytes (a shallow copy is consistent: entries are immutable)."""
         waiting = {k: list(v) for k, v in self.waiting.items()}
         return pickle.dumps(
-            (self.books.copy(), set(self.registered), waiting), protocol=pickle.HIGHEST_PROTOCOL
+            (SNAPSHOT_VERSION, self.books.copy(), set(self.registered), waiting),
+            protocol=pickle.HIGHEST_PROTOCOL,
         )
 
     def forget(self, partition: int) -> None:

@@ -5,13 +5,16 @@ replaces an entry per event — the only mutation — so a handled event costs O
 consistent snapshot is a shallow :meth:`copy`. Replaying the same facts in the same order into
 fresh books gives the same states and the same emitted facts (ids are derived, not random).
 
-Outputs of billing itself (BalanceChanged, alarms, commands) are ignored on input: they are
-consequences, re-derived on replay, never causes.
+Outputs of billing itself (BalanceChanged, charges, alarms, bills, freezes) are ignored on
+input: they are consequences, re-derived on replay, never causes. Postpaid bills and freezes
+follow the rules of :mod:`.settlement`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event, event_id_for
@@ -41,6 +44,14 @@ from services.billing.domain.consumption import (
 from services.billing.domain.facts import AdjustmentAccepted, ChargeApplied, Command
 from services.billing.domain.pricing import price_delta
 from services.billing.domain.purchases import PurchaseWatch, reconcile
+from services.billing.domain.settlement import (
+    BillDraft,
+    FreezeSchedule,
+    freeze_points,
+    frozen,
+    next_point,
+    period_of,
+)
 from services.billing.domain.tariff import TariffBook, TariffVersion
 
 MONEY = (RechargeAccepted, RefundAccepted, ClearAccepted, AllowanceAccepted, AdjustmentAccepted)
@@ -54,6 +65,10 @@ class Books:
     tariffs: dict[str, TariffBook] = field(default_factory=dict)
     meter_account: dict[str, str] = field(default_factory=dict)
     purchases: dict[str, PurchaseWatch] = field(default_factory=dict)
+    freeze_schedule: FreezeSchedule = field(default_factory=FreezeSchedule)
+    next_freeze: dict[str, datetime] = field(default_factory=dict)  # meter -> next instant due
+    drafts: dict[str, dict[str, BillDraft]] = field(default_factory=dict)  # account -> month -> lines
+    charged_period: dict[str, str] = field(default_factory=dict)  # meter -> latest month charged
 
     def copy(self) -> Books:
         return Books(
@@ -63,6 +78,10 @@ class Books:
             dict(self.tariffs),
             dict(self.meter_account),
             dict(self.purchases),
+            self.freeze_schedule,
+            dict(self.next_freeze),
+            {account: dict(months) for account, months in self.drafts.items()},
+            dict(self.charged_period),
         )
 
     def decide(self, command: Command) -> list[Event]:
@@ -71,11 +90,16 @@ class Books:
     def handle(self, fact: Event) -> list[Event]:
         """Fold one fact; return the facts it causes (empty for unknown or duplicate input)."""
         if isinstance(fact, ReadingRecorded):
-            meter, outcome = observe(self._meter(fact.meter_id), fact)
+            before = self._meter(fact.meter_id)
+            account_id = self.meter_account.get(fact.meter_id)
+            balance_before = self.accounts[account_id] if account_id else None
+            meter, outcome = observe(before, fact)
             self.meters[fact.meter_id] = meter
             out = self._consumed(fact, outcome)
             if isinstance(outcome, Ignored) and outcome.reason not in ("baseline", "no_register"):
                 return out  # a duplicate or stale reading says nothing new about purchases
+            if balance_before is not None and before.last is not None and meter.last is not None:
+                out += self._freezes(fact, before, meter, balance_before)
             return out + self._purchases(fact)
         if isinstance(fact, MeterReplaced):
             meter, outcome = replaced(self._meter(fact.meter_id), fact)
@@ -131,6 +155,43 @@ class Books:
         policy = self.alarm_config.policy(account.project_id, account_id)
         account, out = ledger.apply_charge(account, applied, charge.tier_used, policy)
         self.accounts[account_id] = account
+        if account.mode is BillingMode.POSTPAID:
+            out += self._settle(account, applied)
+        return out
+
+    def _settle(self, account: ledger.AccountState, charge: ChargeApplied) -> list[Event]:
+        """Add the charge to its month's bill; issue the months every meter has moved past."""
+        zone = ZoneInfo(self.freeze_schedule.timezone)
+        period = period_of(charge.end, zone)
+        months = self.drafts.setdefault(account.account_id, {})
+        months[period] = months.get(period, BillDraft()).add(charge)
+        self.charged_period[charge.meter_id] = period
+        reached = [self.charged_period.get(m) for m in account.meter_ids]
+        if None in reached:
+            return []
+        closed = min(p for p in reached if p is not None)
+        out: list[Event] = []
+        for month in sorted(m for m in months if m < closed):
+            out.append(months.pop(month).issue(account.account_id, month, charge))
+        return out
+
+    def _freezes(
+        self, fact: ReadingRecorded, before: MeterState, after: MeterState, account: ledger.AccountState
+    ) -> list[Event]:
+        """MeterFrozen for every freeze instant in (previous reading, this reading]."""
+        assert before.last is not None and after.last is not None
+        due = self.next_freeze.get(fact.meter_id) or next_point(self.freeze_schedule, before.last.time)
+        if fact.time < due:
+            self.next_freeze[fact.meter_id] = due
+            return []
+        out: list[Event] = []
+        for kind, label, instant in freeze_points(self.freeze_schedule, before.last.time, fact.time):
+            if instant < fact.time:  # registers and balance as they were before this reading
+                out.append(frozen(account, before.last, kind, label, instant, fact))
+            else:  # the reading falls on the instant: it is the frozen value
+                now = self.accounts[account.account_id]
+                out.append(frozen(now, after.last, kind, label, instant, fact))
+        self.next_freeze[fact.meter_id] = next_point(self.freeze_schedule, fact.time)
         return out
 
     def _purchases(self, fact: ReadingRecorded) -> list[Event]:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libs.events import AccountOpened, MeterRegistered, TariffPublished
 from libs.events.base import Event
+from libs.stack.processor import SnapshotRejected
 from services.billing.domain import oracle
+from services.billing.domain.books import Books
 from services.billing.testing import scenario
 from services.billing.worker import BillingState
 
@@ -51,3 +55,11 @@ def test_facts_wait_for_what_they_need_and_survive_a_snapshot() -> None:
     assert _balances(restored) == oracle.balances([*reference, *stream])
     kinds = {type(f) for f in reference}
     assert kinds == {TariffPublished, MeterRegistered, AccountOpened}
+
+
+def test_a_snapshot_of_an_older_format_is_rejected_so_the_log_rebuilds_the_books() -> None:
+    old = pickle.dumps((Books(), set(), {}))  # the format before bills and freezes
+    state = BillingState()
+    with pytest.raises(SnapshotRejected):
+        state.restore(0, old)
+    assert state.books.accounts == {} and state.books.drafts == {}
