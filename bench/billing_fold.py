@@ -5,6 +5,11 @@ Publishes tariffs, meters and prepaid accounts, then N readings packed per parti
 acquisition publishes), starts `meterflow billing` as a process, and measures readings/s from the
 first to the last reading folded (read from its /readyz counters); then `replay()` folds the
 whole log again in-process. Both must equal the independent oracle to the fen.
+
+Then, with the worker caught up, the latency phase: readings at a steady rate (default 5,000/s,
+packed per partition every 50 ms as the acquisition outbox does) for a few seconds, and the time
+from sending each reading to receiving the ``BalanceChanged`` it caused (matched by causation id)
+— p50 / p99 / max.
 Run: `make bench` or `.venv/bin/python bench/billing_fold.py [--accounts A --hours H]`.
 """
 
@@ -13,23 +18,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import timedelta
+from decimal import Decimal
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from libs.events import Codec, ReadingRecorded, pack_readings
-from libs.events.topics import CATALOGUE, READINGS
+from libs.events import BalanceChanged, Codec, Rate, ReadingRecorded, pack_readings
+from libs.events.topics import BILLING, CATALOGUE, READINGS
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
 from services.billing.domain import oracle
 from services.billing.replay import replay
 from services.billing.testing import live_balances, scenario
 
 
-async def publish(bootstrap: str, reference: list, stream: list) -> int:  # type: ignore[type-arg]
+async def publish(bootstrap: str, reference: list, stream: list) -> int:
     codec = Codec()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_request_size=8 << 20)
     await producer.start()
@@ -46,10 +54,81 @@ async def publish(bootstrap: str, reference: list, stream: list) -> int:  # type
         await producer.stop()
 
 
+async def latency(bootstrap: str, stream: list, rate: int, seconds: float) -> list[float]:
+    """Send readings at ``rate``/s; return send → BalanceChanged latencies in milliseconds."""
+    codec = Codec()
+    last: dict[str, ReadingRecorded] = {}
+    for e in stream:
+        if isinstance(e, ReadingRecorded):
+            last[e.meter_id] = e
+    meters = sorted(last)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, max_request_size=8 << 20)
+    try:
+        await consumer.start()
+        await producer.start()
+        tps = [TopicPartition(BILLING.name, p) for p in range(BILLING.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+
+        async def collect() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=20)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for r in records:
+                        for e in codec.decode(r.value):
+                            if (
+                                isinstance(e, BalanceChanged)
+                                and e.reason == "charge"
+                                and e.causation_id in sent
+                            ):
+                                got.setdefault(e.causation_id, now)
+
+        collector = asyncio.create_task(collect())
+        tick, per_tick, n, start = 0.05, max(1, int(rate * 0.05)), 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            chunk = []
+            for _ in range(per_tick):
+                prev = last[meters[n % len(meters)]]
+                total = prev.registers["active_import_kwh"][Rate.TOTAL] + Decimal("0.25")
+                when = prev.time + timedelta(minutes=1)
+                reading = prev.model_copy(update={
+                    "event_id": f"lat-{prev.meter_id}-{n}", "sequence": prev.sequence + 1, "time": when,
+                    "meter_time": when, "received_at": when, "registers": {"active_import_kwh": {Rate.TOTAL: total}},
+                })  # fmt: skip
+                last[prev.meter_id] = reading
+                chunk.append(reading)
+                n += 1
+            now = time.perf_counter()
+            for m in pack_readings(chunk, READINGS.partitions, max_per_message=500, codec=codec):
+                await producer.send(READINGS.name, m.value, key=m.key, partition=m.partition)
+            sent.update(dict.fromkeys((r.event_id for r in chunk), now))
+            await asyncio.sleep(max(0.0, start + tick * (n // per_tick) - time.perf_counter()))
+        for _ in range(300):  # up to 30 s for the tail to arrive
+            if len(got) >= len(sent):
+                break
+            await asyncio.sleep(0.1)
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+        if len(got) < len(sent):
+            print(f"latency         {len(sent) - len(got):,} of {len(sent):,} readings got no BalanceChanged")
+        return [(got[k] - sent[k]) * 1000 for k in got]
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--accounts", type=int, default=500)
     parser.add_argument("--hours", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=5000, help="readings/s of the latency phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
     args = parser.parse_args()
     broker = EmbeddedBroker().start()
     try:
@@ -80,25 +159,36 @@ def main() -> None:
                         break
                     time.sleep(0.05)
                 live = asyncio.run(live_balances(broker.bootstrap, "bench"))
+                expected = oracle.balances([*reference, *stream])
+                if first is not None and last is not None:
+                    print(
+                        f"live worker     {n / (last - first):>12,.0f} readings/s  (first to last fold, one process)"
+                    )
+                else:
+                    print("live worker     did not finish within 10 minutes")
+                print(
+                    f"live balances   {'match' if live == expected else 'DIFFER from'} the oracle ({len(expected)} accounts)"
+                )
+                result = asyncio.run(replay(broker.bootstrap))  # the log as it is now, the worker idle
+                print(
+                    f"replay          {result.events / result.seconds:>12,.0f} facts/s    "
+                    f"(all topics incl. billing's own output, {result.events:,} facts)"
+                )
+                print(
+                    f"replay balances {'match' if result.replayed == expected else 'DIFFER from'} the oracle"
+                )
+                if last is not None:
+                    lat = sorted(asyncio.run(latency(broker.bootstrap, stream, args.rate, args.seconds)))
+                    if lat:
+                        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+                        print(
+                            f"latency         reading -> BalanceChanged at {args.rate:,} readings/s: "
+                            f"p50 {statistics.median(lat):.1f} ms, p99 {p99:.1f} ms, max {lat[-1]:.1f} ms "
+                            f"({len(lat):,} readings)"
+                        )
             finally:
                 worker.terminate()
                 worker.wait(60)
-        expected = oracle.balances([*reference, *stream])
-        if first is not None and last is not None:
-            print(
-                f"live worker     {n / (last - first):>12,.0f} readings/s  (first to last fold, one process)"
-            )
-        else:
-            print("live worker     did not finish within 10 minutes")
-        print(
-            f"live balances   {'match' if live == expected else 'DIFFER from'} the oracle ({len(expected)} accounts)"
-        )
-        result = asyncio.run(replay(broker.bootstrap))
-        print(
-            f"replay          {result.events / result.seconds:>12,.0f} facts/s    "
-            f"(all topics incl. billing's own output, {result.events:,} facts)"
-        )
-        print(f"replay balances {'match' if result.replayed == expected else 'DIFFER from'} the oracle")
     finally:
         broker.stop()
 

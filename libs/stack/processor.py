@@ -30,6 +30,7 @@ embedded broker does correctly (shared/BROKER-NOTES.md). Instead:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import pickle
@@ -244,6 +245,7 @@ class Processor:
                     "its snapshot" if found else "nothing (event log replay)",
                     offsets or "offset 0",
                 )
+            gc.freeze()  # restored state is long-lived: keep it out of every later collection
             tps = [tp for group in mine.values() for tp in group]
             # Catch up from the snapshot to the end of the log now, in a task of its own so the
             # rebalance is not held: Faust resumes at the group's commits, and a partition that
@@ -426,8 +428,20 @@ class Processor:
         future.add_done_callback(self._dead_letters.discard)
 
 
+def tune_gc() -> None:
+    """Collect young objects less often (threshold 700 → 50,000).
+
+    A processor holds a large, long-lived state and allocates many short-lived objects per
+    event; with CPython's default thresholds the collector runs every few hundred events and
+    each older-generation pass walks the whole state — measured on the billing fold, decoding
+    a packed batch ran ~3× slower and the fold ~1.5× slower than with this threshold.
+    """
+    gc.set_threshold(50_000, 20, 100)
+
+
 def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int) -> faust.App:
     """A Faust app configured for meterflow: raw bytes, no tables, our own offsets recovery."""
+    tune_gc()
     return faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from libs.events.billing import BalanceChanged
 from libs.events.codec import Codec
 from libs.stack.broker import high_watermarks, partition_counts
+from libs.stack.processor import tune_gc
 from services.billing.domain.alarms import AlarmConfig
 from services.billing.worker import INPUTS, BillingState
 
@@ -44,6 +45,7 @@ class ReplayResult:
 
 async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> ReplayResult:
     """Fold the whole log into fresh books; collect the live balances on the way."""
+    tune_gc()
     counts = await asyncio.to_thread(partition_counts, bootstrap, list(INPUTS))
     tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
     ends = await high_watermarks(bootstrap, tps)

@@ -29,11 +29,12 @@ Rules (each has a test in tests/services/billing/test_consumption.py):
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from libs.events.acquisition import Medium, MeterRegistered, MeterReplaced, Rate, ReadingRecorded
+from services.billing.domain.evolve import evolve
 
 Registers = dict[str, dict[Rate, Decimal]]
 UNIT_STEP = Decimal("0.000001")
@@ -79,7 +80,7 @@ class MeterState:
         return Decimal(10) ** (self.digits - self.decimals)
 
     def remember(self, event_id: str) -> MeterState:
-        return replace(self, recent_ids=(*self.recent_ids, event_id)[-RECENT_IDS:])
+        return evolve(self, recent_ids=(*self.recent_ids, event_id)[-RECENT_IDS:])
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ Outcome = Delta | Anomaly | Ignored
 
 def registered(state: MeterState | None, fact: MeterRegistered) -> MeterState:
     base = state or MeterState(meter_id=fact.meter_id)
-    return replace(
+    return evolve(
         base,
         medium=fact.medium,
         digits=fact.register_digits,
@@ -177,15 +178,15 @@ def observe(state: MeterState, fact: ReadingRecorded) -> tuple[MeterState, Outco
     snap = Snapshot(at, fact.sequence or (last.sequence if last else 0), fact.registers)
     state = state.remember(fact.event_id)
     if last is None:
-        return replace(state, last=snap), Ignored("baseline")
+        return evolve(state, last=snap), Ignored("baseline")
     outcome = _delta(state, last, snap, fact.event_id)
     if isinstance(outcome, Anomaly) and state.suspect is not None:
         confirmed = _delta(state, state.suspect, snap, fact.event_id)
         if isinstance(confirmed, Delta):
-            return replace(state, last=snap, suspect=None), confirmed
+            return evolve(state, last=snap, suspect=None), confirmed
     if isinstance(outcome, Anomaly):
-        return replace(state, suspect=snap), outcome
-    return replace(state, last=snap, suspect=None), outcome
+        return evolve(state, suspect=snap), outcome
+    return evolve(state, last=snap, suspect=None), outcome
 
 
 def replaced(state: MeterState, fact: MeterReplaced) -> tuple[MeterState, Outcome]:
@@ -196,11 +197,11 @@ def replaced(state: MeterState, fact: MeterReplaced) -> tuple[MeterState, Outcom
     at = fact.replaced_at
     last = state.last
     seq = last.sequence if last else 0
-    fresh = replace(state, last=Snapshot(at, seq, fact.initial_registers), suspect=None, replaced_at=at)
+    fresh = evolve(state, last=Snapshot(at, seq, fact.initial_registers), suspect=None, replaced_at=at)
     if last is None:
         return fresh, Ignored("baseline")
     if at <= last.time:
-        return replace(fresh, last=Snapshot(last.time, seq, fact.initial_registers)), Anomaly(
+        return evolve(fresh, last=Snapshot(last.time, seq, fact.initial_registers)), Anomaly(
             state.meter_id, fact.event_id, "replacement_out_of_order", {"replaced_at": at.isoformat()}
         )
     return fresh, _delta(state, last, Snapshot(at, seq, fact.final_registers), fact.event_id)

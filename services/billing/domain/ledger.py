@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -32,6 +32,7 @@ from libs.events.billing import (
     RefundAccepted,
 )
 from services.billing.domain.alarms import AlarmPolicy, Subject, evaluate
+from services.billing.domain.evolve import evolve
 from services.billing.domain.facts import (
     Adjust,
     AdjustmentAccepted,
@@ -120,11 +121,11 @@ def _moved(
         balance_fen=balance,
         reason=reason,
     )
-    account = replace(account, balance_fen=balance)
+    account = evolve(account, balance_fen=balance)
     if account.mode is not BillingMode.PREPAID:
         return account, [changed]
     alarms, emitted = evaluate(account.subject, account.alarms, balance, cause, policy)
-    return replace(account, alarms=alarms), [changed, *emitted]
+    return evolve(account, alarms=alarms), [changed, *emitted]
 
 
 def apply_money(
@@ -133,9 +134,9 @@ def apply_money(
     """Fold one money fact; an id already applied changes nothing and emits nothing."""
     if fact.event_id in account.applied:
         return account, []
-    account = replace(account, applied=account.applied | {fact.event_id})
+    account = evolve(account, applied=account.applied | {fact.event_id})
     if isinstance(fact, RechargeAccepted):
-        account = replace(account, recharges=account.recharges + 1)
+        account = evolve(account, recharges=account.recharges + 1)
         return _moved(account, fact.amount_fen, "recharge", fact, policy)
     if isinstance(fact, RefundAccepted):
         return _moved(account, -fact.amount_fen, "refund", fact, policy)
@@ -144,7 +145,7 @@ def apply_money(
     if isinstance(fact, AllowanceAccepted):
         if fact.period in account.allowance_periods:
             return account, []
-        account = replace(account, allowance_periods=account.allowance_periods | {fact.period})
+        account = evolve(account, allowance_periods=account.allowance_periods | {fact.period})
         return _moved(account, fact.amount_fen, "allowance", fact, policy)
     return _moved(account, fact.amount_fen, "adjustment", fact, policy)
 
@@ -153,7 +154,7 @@ def apply_charge(
     account: AccountState, charge: ChargeApplied, tier_used: dict[str, Decimal], policy: AlarmPolicy
 ) -> tuple[AccountState, list[Event]]:
     """Fold a charge (already deduplicated by the meter's high-water mark)."""
-    account = replace(account, tier_used=tier_used)
+    account = evolve(account, tier_used=tier_used)
     if charge.amount_fen == 0:
         return account, [charge]
     account, emitted = _moved(account, -charge.amount_fen, "charge", charge, policy)
