@@ -4,14 +4,16 @@ Wire format: one JSON object per Kafka message, ``{"type": "<subsystem>.vN.<name
 High-volume readings also travel packed: ``{"type": "acquisition.v1.reading_batch",
 "readings": [<reading_recorded>, …]}`` — each reading keeps its own event id, and every meter in
 one batch maps to the partition the batch is written to, the same partition a single message
-keyed by that meter id would go to (Kafka's default murmur2 partitioner). Consumers call
-:meth:`Codec.decode`, which returns a list for both forms, so they never care which one arrived.
+keyed by that meter id would go to (Kafka's default murmur2 partitioner). Any other facts may
+travel packed too: ``{"type": "meterflow.v1.event_batch", "events": [<event with its type>, …]}``
+(stream processors pack their outputs per partition this way, see :func:`pack_events`). Consumers
+call :meth:`Codec.decode`, which returns a list for every form, so they never care which arrived.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,6 +27,7 @@ from libs.events.acquisition import ReadingRecorded
 from libs.events.base import REGISTRY, Event, EventRegistry, new_event_id
 
 BATCH_TYPE = "acquisition.v1.reading_batch"
+EVENT_BATCH_TYPE = "meterflow.v1.event_batch"
 _BATCH_PREFIX = b'{"type":"' + BATCH_TYPE.encode() + b'"'
 _READINGS = TypeAdapter(list[ReadingRecorded])
 
@@ -92,6 +95,16 @@ class Codec:
         """A batch from readings already serialised with ``model_dump_json()`` (no ``type``)."""
         return _batch(b"[" + b",".join(items) + b"]", batch_id)
 
+    def encode_events(self, events: Sequence[Event], batch_id: str | None = None) -> bytes:
+        """Several events of any types as one message value (see :func:`pack_events`)."""
+        head = (
+            b'{"type":"'
+            + EVENT_BATCH_TYPE.encode()
+            + b'","batch_id":"'
+            + (batch_id or new_event_id()).encode()
+        )
+        return head + b'","events":[' + b",".join(self.encode(e) for e in events) + b"]}"
+
     def decode(self, value: bytes) -> list[Event]:
         """All events in one message value: one, several (a batch) or none (an unknown type)."""
         if value.startswith(_BATCH_PREFIX):  # our own batches: one pass of the Rust JSON parser
@@ -105,6 +118,11 @@ class Codec:
             raise EventDecodeError(f"message is not JSON: {exc}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("type"), str):
             raise EventDecodeError("message has no string 'type' field")
+        if doc["type"] == EVENT_BATCH_TYPE:
+            items = doc.get("events")
+            if not isinstance(items, list):
+                raise EventDecodeError(f"{EVENT_BATCH_TYPE}: 'events' is not a list")
+            return [event for item in items for event in self._one(item)]
         if doc["type"] == BATCH_TYPE:
             try:
                 return list(_ReadingBatch.model_validate(doc).readings)
@@ -148,3 +166,29 @@ def pack_readings(
             chunk = items[start : start + max_per_message]
             messages.append(PackedMessage(partition, chunk[0].key, codec.encode_batch(chunk), len(chunk)))
     return messages
+
+
+def pack_events(
+    events: Iterable[Event],
+    partitions: Callable[[str], int],
+    max_per_message: int = 500,
+    codec: Codec | None = None,
+) -> list[tuple[str, PackedMessage]]:
+    """Group events by (topic, the partition their key maps to) into batch messages.
+
+    ``partitions(topic)`` gives a topic's partition count. Each subject's events keep their
+    order (one partition, in input order), exactly as if each had been sent alone with its key.
+    """
+    codec = codec or Codec()
+    groups: dict[tuple[str, int], list[Event]] = {}
+    for event in events:
+        topic = event.TOPIC
+        groups.setdefault((topic, partition_for(event.key, partitions(topic))), []).append(event)
+    out = []
+    for (topic, partition), items in groups.items():
+        for start in range(0, len(items), max_per_message):
+            chunk = items[start : start + max_per_message]
+            out.append(
+                (topic, PackedMessage(partition, chunk[0].key, codec.encode_events(chunk), len(chunk)))
+            )
+    return out

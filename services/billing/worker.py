@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event
 from libs.events.billing import AccountOpened, TariffPublished
-from libs.events.codec import Codec
-from libs.events.topics import BILLING, READINGS, REGISTRY_TOPIC, TARIFFS
+from libs.events.codec import Codec, pack_events
+from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
 from services.billing.domain.books import MONEY, Books
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 2  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
+PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
 
 
@@ -90,7 +91,10 @@ class BillingState:
         for record in batch:
             for fact in record.events:
                 out += self.fold(fact)
-        return [Outbound(e.TOPIC, e.key, self.codec.encode(e)) for e in out]
+        # Packed per partition (one message per topic-partition and batch, not one per fact): a
+        # reading causes two or more facts, and one produce call per fact would cap the worker.
+        packed = pack_events(out, PARTITIONS.__getitem__, codec=self.codec)
+        return [Outbound(topic, m.key, m.value, m.partition) for topic, m in packed]
 
     def fold(self, fact: Event) -> list[Event]:
         """Apply one fact now, or queue it behind what it waits for; return what it caused."""

@@ -42,7 +42,7 @@ from services.billing.domain.consumption import (
     replaced,
 )
 from services.billing.domain.facts import AdjustmentAccepted, ChargeApplied, Command
-from services.billing.domain.pricing import price_delta
+from services.billing.domain.pricing import Window, price_delta, window
 from services.billing.domain.purchases import PurchaseWatch, reconcile
 from services.billing.domain.settlement import (
     BillDraft,
@@ -69,6 +69,10 @@ class Books:
     next_freeze: dict[str, datetime] = field(default_factory=dict)  # meter -> next instant due
     drafts: dict[str, dict[str, BillDraft]] = field(default_factory=dict)  # account -> month -> lines
     charged_period: dict[str, str] = field(default_factory=dict)  # meter -> latest month charged
+    # a cache, not state: (tariff, priced by rate?) -> (the book it was computed for, its window)
+    windows: dict[tuple[str, bool], tuple[TariffBook, Window]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def copy(self) -> Books:
         return Books(
@@ -135,7 +139,7 @@ class Books:
             return []
         account = self.accounts[account_id]
         book = self.tariffs.get(account.tariff_id) or TariffBook(tariff_id=account.tariff_id)
-        charge = price_delta(book, outcome, account.tier_used, account.opened_at)
+        charge = price_delta(book, outcome, account.tier_used, account.opened_at, self._window(book, outcome))
         if not charge.lines:
             return []
         applied = ChargeApplied(
@@ -158,6 +162,13 @@ class Books:
         if account.mode is BillingMode.POSTPAID:
             out += self._settle(account, applied)
         return out
+
+    def _window(self, book: TariffBook, delta: Delta) -> Window:
+        key = (book.tariff_id, bool(delta.by_rate))
+        cached = self.windows.get(key)
+        if cached is None or cached[0] is not book or not cached[1][0] <= delta.start < cached[1][1]:
+            cached = self.windows[key] = (book, window(book, delta))
+        return cached[1]
 
     def _settle(self, account: ledger.AccountState, charge: ChargeApplied) -> list[Event]:
         """Add the charge to its month's bill; issue the months every meter has moved past."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from libs.events import Rate
 from services.billing.domain.consumption import Delta
-from services.billing.domain.pricing import price_delta, to_fen
+from services.billing.domain.pricing import price_delta, to_fen, window
 from services.billing.domain.tariff import TariffBook, TariffVersion
 from tests.services.billing.helpers import RESIDENTIAL, TOU_PEAK_VALLEY, at, d, tariff
 
@@ -149,3 +152,39 @@ def test_residential_month_tiered_on_top_of_tou_worked_example():
     assert total == 24822
     august = price_delta(b, delta(at(2024, 8, 1), at(2024, 8, 2), 15, peak=10, valley=5), used, OPEN)
     assert august.amount_fen == 712 and august.tier_used["t1:2024-08"] == 15  # the month tier reset
+
+
+BOOKS = {
+    "single": book(tariff({"kind": "single", "price_fen": "50"})),
+    "tou": book(tariff(TOU_PEAK_VALLEY)),
+    "residential": book(tariff(RESIDENTIAL)),
+    "versions": book(
+        tariff({"kind": "single", "price_fen": "50"}),
+        tariff({"kind": "single", "price_fen": "60"}, version=2, effective=at(2024, 3, 1, 13, 30)),
+    ),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(BOOKS)),
+    st.integers(min_value=0, max_value=60 * 24 * 4),  # start: minutes after Feb 28 00:00
+    st.integers(min_value=1, max_value=60 * 30),  # length in minutes
+    st.integers(min_value=0, max_value=10_000),  # centi-kWh
+    st.booleans(),  # meter reads peak/valley registers
+    st.integers(min_value=0, max_value=60 * 24 * 5),  # opening, minutes after Feb 28 00:00
+)
+def test_the_uncut_window_fast_path_prices_exactly_like_the_edge_search(
+    name: str, start_min: int, minutes: int, centi: int, by_rate: bool, open_min: int
+) -> None:
+    b = BOOKS[name]
+    base = at(2024, 2, 28)
+    start = base + timedelta(minutes=start_min)
+    total = Decimal(centi) / 100
+    rates = {"peak": total / 2, "valley": total - total / 2} if by_rate else {}
+    dl = delta(start, start + timedelta(minutes=minutes), total, **rates)
+    not_before = base + timedelta(minutes=open_min)
+    uncut = window(b, dl)
+    assert uncut[0] <= dl.start < uncut[1]
+    used = {"t1:2024-02": Decimal(230)}
+    assert price_delta(b, dl, used, not_before, uncut) == price_delta(b, dl, used, not_before)
