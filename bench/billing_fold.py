@@ -158,8 +158,13 @@ def main() -> None:
                         last = time.monotonic()
                         break
                     time.sleep(0.05)
-                live = asyncio.run(live_balances(broker.bootstrap, "bench"))
                 expected = oracle.balances([*reference, *stream])
+                live = asyncio.run(live_balances(broker.bootstrap, "bench"))
+                for _ in range(10):  # folded is not yet produced: wait until the outputs settle
+                    if live == expected or live == (
+                        live := asyncio.run(live_balances(broker.bootstrap, "bench"))
+                    ):
+                        break
                 if first is not None and last is not None:
                     print(
                         f"live worker     {n / (last - first):>12,.0f} readings/s  (first to last fold, one process)"

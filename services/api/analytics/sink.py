@@ -1,4 +1,4 @@
-"""The analytics sink: catalogue topics → the analytics tables of migration 002, in batches.
+"""The analytics sink: catalogue topics → the analytics tables (migrations 002, 003), in batches.
 
 Like :class:`libs.stack.archive.Archiver` it reads every partition by manual assignment and keeps
 its checkpoint in ClickHouse (``analytics_offsets``), written only after the batch's rows are
@@ -61,6 +61,18 @@ COLUMNS: dict[str, list[str]] = {
     "balance_changes": [
         "project_id", "account_id", "time", "sequence", "delta_fen", "balance_fen", "reason",
         "causation_id", "event_id",
+    ],
+    "charge_lines": [
+        "project_id", "account_id", "meter_id", "time", "start", "end", "line", "tariff_id", "version",
+        "category", "component", "rate", "tier", "units", "price_fen", "amount_fen", "event_id",
+    ],
+    "settlement_lines": [
+        "project_id", "account_id", "period", "time", "line", "tariff_id", "version", "category",
+        "component", "rate", "tier", "units", "price_fen", "amount_fen", "total_fen", "charges", "event_id",
+    ],
+    "meter_freezes": [
+        "project_id", "account_id", "meter_id", "kind", "label", "at", "read_at", "quantity", "rate",
+        "value", "balance_fen", "event_id",
     ],
     "alarm_events": [
         "project_id", "subject_id", "alarm_id", "time", "state", "kind", "severity", "message", "event_id",
@@ -215,6 +227,25 @@ def rows_for(event: Event, out: Rows) -> None:
                     eid,
                 ]
             )
+        case billing.ChargeApplied():
+            for n, ln in enumerate(e.lines):
+                out["charge_lines"].append(
+                    [p, e.account_id, e.meter_id, t, e.start, e.end, n, ln.tariff_id, ln.version, ln.category,
+                     ln.component, str(ln.rate), ln.tier, ln.units, ln.price_fen, ln.amount_fen, eid]
+                )  # fmt: skip
+        case billing.SettlementIssued():
+            for n, ln in enumerate(e.lines):
+                out["settlement_lines"].append(
+                    [p, e.account_id, e.period, t, n, ln.tariff_id, ln.version, ln.category, ln.component,
+                     str(ln.rate), ln.tier, ln.units, ln.price_fen, ln.amount_fen, e.total_fen, e.charges, eid]
+                )  # fmt: skip
+        case billing.MeterFrozen():
+            for quantity, rates in e.registers.items():
+                for rate, value in rates.items():
+                    out["meter_freezes"].append(
+                        [p, e.account_id, e.meter_id, str(e.kind), e.label, e.at, e.read_at, quantity,
+                         str(rate), value, e.balance_fen, eid]
+                    )  # fmt: skip
         case billing.AlarmRaised():
             out["alarm_events"].append(
                 [p, e.subject_id, e.alarm_id, t, "raised", str(e.kind), e.severity, e.message, eid]

@@ -31,6 +31,8 @@ from libs.events import (
     Route,
     pack_readings,
 )
+from libs.events.acquisition import Rate
+from libs.events.billing import ChargeApplied, ChargeLine, FreezeKind, MeterFrozen, SettlementIssued
 from libs.events.topics import Topic
 from libs.stack.broker import ensure_topics
 from services.api.analytics import queries as q
@@ -225,8 +227,29 @@ def _events() -> tuple[list[ReadingRecorded], list[Event]]:
             account_id="a2",
             time=t0,
         ),
-    ]
+        ChargeApplied(
+            project_id=P, subject_id="a1", account_id="a1", meter_id="m0", time=t0, start=t0 - timedelta(hours=1),
+            end=t0, lines=(LINE, LINE.model_copy(update={"rate": Rate.VALLEY, "amount_fen": 29})), amount_fen=86,
+        ),
+        SettlementIssued(
+            project_id=P, subject_id="a2", account_id="a2", period="2024-02", time=t0, lines=(LINE,),
+            units=Decimal(1), total_fen=57, charges=1,
+        ),
+        MeterFrozen(
+            project_id=P, subject_id="a1", account_id="a1", meter_id="m0", kind=FreezeKind.DAILY,
+            label="2024-03-02", at=t0, read_at=t0, time=t0, balance_fen=5600,
+            registers={"active_import_kwh": {"total": Decimal(10), "peak": Decimal(4)}},
+        ),
+    ]  # fmt: skip
     return readings, others
+
+
+LINE = ChargeLine(
+    tariff_id="t1", version=1, rate="peak", units=Decimal(1), price_fen=Decimal("56.83"), amount_fen=57
+)
+
+
+REDELIVERED = (RechargeAccepted, BalanceChanged, AlarmRaised, ChargeApplied, SettlementIssued, MeterFrozen)
 
 
 async def _produce(
@@ -243,7 +266,7 @@ async def _produce(
         for event in others:
             value = codec.encode(event)
             futures.append(await producer.send(topics[event.TOPIC], value=value, key=event.key))
-            if isinstance(event, RechargeAccepted | BalanceChanged | AlarmRaised):
+            if isinstance(event, REDELIVERED):
                 futures.append(
                     await producer.send(topics[event.TOPIC], value=value, key=event.key)
                 )  # redelivery
@@ -279,7 +302,7 @@ async def loaded(bootstrap: str, store: Client) -> Client:
     await _produce(bootstrap, topics, readings, others)
     await _produce(bootstrap, topics, readings[:3], [])  # a redelivered reading batch
     sink = await _sink_all(bootstrap, store, list(topics.values()))
-    redelivered = sum(isinstance(e, RechargeAccepted | BalanceChanged | AlarmRaised) for e in others)
+    redelivered = sum(isinstance(e, REDELIVERED) for e in others)
     assert sink.events == len(readings) + 3 + len(others) + redelivered
     assert not sink.decode_errors
     again = await _sink_all(bootstrap, store, list(topics.values()))
@@ -299,7 +322,7 @@ async def test_sink_fills_every_table_once(loaded: Client) -> None:
     counts = {
         t: loaded.command(f"SELECT count() FROM {t} FINAL")
         for t in ("readings", "sales", "balance_changes", "alarm_events", "accounts", "comm_events",
-                  "command_events", "notification_events")
+                  "command_events", "notification_events", "charge_lines", "settlement_lines", "meter_freezes")
     }  # fmt: skip
     assert counts == {
         "readings": 12 * 3,  # total, peak, voltage per reading
@@ -310,7 +333,14 @@ async def test_sink_fills_every_table_once(loaded: Client) -> None:
         "comm_events": 2,
         "command_events": 2,
         "notification_events": 1,
+        "charge_lines": 2,
+        "settlement_lines": 1,
+        "meter_freezes": 2,
     }
+    assert loaded.command("SELECT sum(amount_fen) FROM charge_lines FINAL") == 86
+    assert loaded.query(
+        "SELECT rate, value, balance_fen FROM meter_freezes FINAL ORDER BY rate"
+    ).result_rows == [("peak", Decimal(4), 5600), ("total", Decimal(10), 5600)]
     daily = loaded.query(
         "SELECT meter_id, day, opening, closing, consumption, readings FROM v_daily_energy "
         "WHERE rate = 'total' ORDER BY meter_id, day"
