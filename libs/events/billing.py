@@ -6,7 +6,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from libs.events.acquisition import Rate
 from libs.events.base import Event, event
@@ -48,6 +48,24 @@ class AccountOpened(Event):
     wechat_openid: str | None = None
     overdraft_fen: int = Field(default=0, ge=0)  # arrears begin at balance <= -overdraft
     opened_by: str
+
+
+@event("billing.v1.alarm_thresholds_set", BILLING.name)
+class AlarmThresholdsSet(Event):
+    """Low-balance alarm thresholds (B4) of one account, or of the whole project when
+    ``account_id`` is None (subject: the account id, or the project id). An account's own
+    thresholds win over its project's, which win over the service's configured default."""
+
+    account_id: str | None = None
+    level1_fen: int
+    level2_fen: int
+    operator_id: str
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlarmThresholdsSet:
+        if self.level2_fen > self.level1_fen:
+            raise ValueError(f"level 2 ({self.level2_fen}) must not exceed level 1 ({self.level1_fen})")
+        return self
 
 
 class MoneyEvent(Event):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event
-from libs.events.billing import AccountOpened, TariffPublished
+from libs.events.billing import AccountOpened, AlarmThresholdsSet, TariffPublished
 from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
@@ -31,7 +31,7 @@ from services.billing.domain.books import MONEY, Books
 from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 2  # bump when the books' shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 3  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
@@ -122,7 +122,7 @@ class BillingState:
     def _queue_key(self, fact: Event) -> str:
         if isinstance(fact, (ReadingRecorded, MeterReplaced)):
             return f"meter:{fact.meter_id}"
-        if isinstance(fact, MONEY):
+        if isinstance(fact, MONEY) or (isinstance(fact, AlarmThresholdsSet) and fact.account_id):
             return f"account:{fact.account_id}"
         return ""
 
@@ -137,7 +137,9 @@ class BillingState:
                 or books.accounts[account_id].tariff_id not in books.tariffs
             ):
                 return f"meter:{fact.meter_id}"
-        elif isinstance(fact, MONEY) and fact.account_id not in books.accounts:
+        elif (isinstance(fact, MONEY) and fact.account_id not in books.accounts) or (
+            isinstance(fact, AlarmThresholdsSet) and fact.account_id and fact.account_id not in books.accounts
+        ):
             return f"account:{fact.account_id}"
         return None
 

@@ -22,6 +22,7 @@ from libs.events.billing import (
     AccountOpened,
     AlarmKind,
     AlarmRaised,
+    AlarmThresholdsSet,
     AllowanceAccepted,
     BillingMode,
     ClearAccepted,
@@ -30,7 +31,7 @@ from libs.events.billing import (
     TariffPublished,
 )
 from services.billing.domain import ledger
-from services.billing.domain.alarms import AlarmConfig
+from services.billing.domain.alarms import AlarmConfig, AlarmPolicy, evaluate
 from services.billing.domain.consumption import (
     Anomaly,
     Delta,
@@ -41,6 +42,7 @@ from services.billing.domain.consumption import (
     registered,
     replaced,
 )
+from services.billing.domain.evolve import evolve
 from services.billing.domain.facts import AdjustmentAccepted, ChargeApplied, Command
 from services.billing.domain.pricing import Window, price_delta, window
 from services.billing.domain.purchases import PurchaseWatch, reconcile
@@ -69,6 +71,7 @@ class Books:
     next_freeze: dict[str, datetime] = field(default_factory=dict)  # meter -> next instant due
     drafts: dict[str, dict[str, BillDraft]] = field(default_factory=dict)  # account -> month -> lines
     charged_period: dict[str, str] = field(default_factory=dict)  # meter -> latest month charged
+    thresholds: dict[str, AlarmPolicy] = field(default_factory=dict)  # account or project id -> set
     # a cache, not state: (tariff, priced by rate?) -> (the book it was computed for, its window)
     windows: dict[tuple[str, bool], tuple[TariffBook, Window]] = field(
         default_factory=dict, compare=False, repr=False
@@ -86,6 +89,7 @@ class Books:
             dict(self.next_freeze),
             {account: dict(months) for account, months in self.drafts.items()},
             dict(self.charged_period),
+            dict(self.thresholds),
         )
 
     def decide(self, command: Command) -> list[Event]:
@@ -118,15 +122,45 @@ class Books:
             if fact.account_id not in self.accounts:
                 self.accounts[fact.account_id] = ledger.opened(fact)
                 self.meter_account.update(dict.fromkeys(fact.meter_ids, fact.account_id))
+        elif isinstance(fact, AlarmThresholdsSet):
+            return self._thresholds(fact)
         elif isinstance(fact, MONEY):
             account = self.accounts.get(fact.account_id)
             if account is None:
                 raise ledger.AccountNotFound(f"{type(fact).__name__} for unknown account {fact.account_id}")
-            policy = self.alarm_config.policy(account.project_id, account.account_id)
-            account, out = ledger.apply_money(account, fact, policy)
+            account, out = ledger.apply_money(account, fact, self.policy(account))
             self.accounts[account.account_id] = account
             return out
         return []
+
+    def policy(self, account: ledger.AccountState) -> AlarmPolicy:
+        """The account's thresholds: its own, else its project's, else the configuration's."""
+        return (
+            self.thresholds.get(f"account:{account.account_id}")
+            or self.thresholds.get(f"project:{account.project_id}")
+            or self.alarm_config.policy(account.project_id, account.account_id)
+        )
+
+    def _thresholds(self, fact: AlarmThresholdsSet) -> list[Event]:
+        """Record the thresholds and re-evaluate the alarms of the accounts they apply to now."""
+        policy = AlarmPolicy(level1_fen=fact.level1_fen, level2_fen=fact.level2_fen)
+        if fact.account_id is not None:
+            self.thresholds[f"account:{fact.account_id}"] = policy
+            affected = [self.accounts[fact.account_id]] if fact.account_id in self.accounts else []
+        else:
+            self.thresholds[f"project:{fact.project_id}"] = policy
+            affected = [a for a in self.accounts.values() if a.project_id == fact.project_id]
+        out: list[Event] = []
+        for account in affected:
+            if account.mode is not BillingMode.PREPAID:
+                continue
+            active, emitted = evaluate(
+                account.subject, account.alarms, account.balance_fen, fact, self.policy(account)
+            )
+            if emitted:
+                self.accounts[account.account_id] = evolve(account, alarms=active)
+                out += emitted
+        return out
 
     def _meter(self, meter_id: str) -> MeterState:
         return self.meters.get(meter_id) or MeterState(meter_id=meter_id)
@@ -156,8 +190,7 @@ class Books:
             lines=charge.lines,
             amount_fen=charge.amount_fen,
         )
-        policy = self.alarm_config.policy(account.project_id, account_id)
-        account, out = ledger.apply_charge(account, applied, charge.tier_used, policy)
+        account, out = ledger.apply_charge(account, applied, charge.tier_used, self.policy(account))
         self.accounts[account_id] = account
         if account.mode is BillingMode.POSTPAID:
             out += self._settle(account, applied)
