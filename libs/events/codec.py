@@ -12,6 +12,7 @@ call :meth:`Codec.decode`, which returns a list for every form, so they never ca
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ def _batch(readings_json: bytes, batch_id: str | None) -> bytes:
     return head + b'","readings":' + readings_json + b"}"
 
 
+@functools.lru_cache(maxsize=65536)  # subjects repeat: a meter's or account's key every event
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (Java, kafka-python, aiokafka) picks for a key."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -1,13 +1,28 @@
-"""Facts of the relay / valve / parameter command lifecycle (MISSION.md C1–C8)."""
+"""Facts of control (MISSION.md C1–C8): the command lifecycle, and what operators set.
+
+- ``mf.commands`` (key: meter id): a command requested (by whom and why: ``requested_by`` is an
+  operator id or ``policy:<name>``), sent, acknowledged, failed, timed out. Together with the
+  operator facts it is the audit trail of every relay / valve / parameter change.
+- ``mf.control`` (key: meter id; batch id for a batch): what an operator set for a meter —
+  forced state, keep-power 保电, socket reset, lockout release, load limit 负控, malignant-load
+  rule 恶性负载, time control 时控 — each with ``operator_id`` and ``reason``; and batch
+  operations over many meters. Control's policy turns them into commands.
+"""
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, Field
+from croniter import croniter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from libs.events.base import Event, event
-from libs.events.topics import COMMANDS
+from libs.events.topics import COMMANDS, CONTROL
+
+DEFAULT_TZ = "Asia/Shanghai"
 
 
 class Action(StrEnum):
@@ -69,3 +84,169 @@ class CommandFailed(Event):
     attempt: int = Field(ge=1)
     reason: str
     will_retry: bool
+
+
+@event("control.v1.command_timed_out", COMMANDS.name)
+class CommandTimedOut(Event):
+    """C7: no reply in time, for one attempt (``attempt`` set) or the whole command (None)."""
+
+    command_id: str
+    meter_id: str
+    attempt: int | None = Field(default=None, ge=1)
+    deadline: AwareDatetime
+
+
+class Supply(StrEnum):
+    """What the platform wants at a metering point: power / water / gas on or off."""
+
+    ON = "on"
+    OFF = "off"
+
+
+def _zone(value: str) -> str:
+    ZoneInfo(value)  # raises for an unknown zone
+    return value
+
+
+class _Protection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    restore_delay_s: int = Field(default=300, ge=0)
+    max_restores_per_day: int = Field(default=3, ge=0)
+    tz: str = DEFAULT_TZ
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone(value)
+
+
+class LoadLimit(_Protection):
+    """负控: trip when ``power_kw`` stays above ``limit_kw`` for ``sustain_s`` (see protection.py)."""
+
+    limit_kw: Decimal = Field(gt=0)
+    sustain_s: int = Field(default=60, ge=0)
+
+
+class MalignantRule(_Protection):
+    """恶性负载: a resistive step of ``min_step_kw`` at ``min_power_factor`` (see protection.py)."""
+
+    min_step_kw: Decimal = Field(default=Decimal("0.5"), gt=0)
+    min_power_factor: Decimal = Field(default=Decimal("0.95"), ge=0, le=1)
+    sustain_readings: int = Field(default=2, ge=1)
+    min_power_kw: Decimal = Field(default=Decimal(0), ge=0)
+    restore_delay_s: int = Field(default=180, ge=0)
+    whitelisted: bool = False
+
+
+class TimeControl(BaseModel):
+    """时控: cron ``off`` / ``on`` moments read in ``tz``; ``holidays`` skip an off (schedules.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    off: str
+    on: str
+    tz: str = DEFAULT_TZ
+    holidays: frozenset[date] = frozenset()
+
+    @field_validator("off", "on")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression {value!r}")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return _zone(value)
+
+
+class OperatorFact(Event):
+    """Something an operator set for one meter (subject: the meter id), with who and why."""
+
+    meter_id: str
+    operator_id: str
+    reason: str = ""
+
+
+@event("control.v1.forced_state_set", CONTROL.name)
+class ForcedStateSet(OperatorFact):
+    """C2: an operator pins the supply on or off; beats every policy until cleared."""
+
+    state: Supply
+
+
+@event("control.v1.forced_state_cleared", CONTROL.name)
+class ForcedStateCleared(OperatorFact):
+    """C2: the pin is removed; the policies decide again."""
+
+
+@event("control.v1.keep_power_set", CONTROL.name)
+class KeepPowerSet(OperatorFact):
+    """C1 保电: automatic trips (prepaid, load, malignant, schedule) are blocked until cleared."""
+
+
+@event("control.v1.keep_power_cleared", CONTROL.name)
+class KeepPowerCleared(OperatorFact):
+    """C1: back to prepaid mode: automatic trips apply again."""
+
+
+@event("control.v1.socket_reset_requested", CONTROL.name)
+class SocketResetRequested(OperatorFact):
+    """C4: trip, then close again ``off_seconds`` later (AC-socket reset)."""
+
+    off_seconds: int = Field(default=10, ge=1, le=3600)
+
+
+@event("control.v1.lockout_released", CONTROL.name)
+class LockoutReleased(OperatorFact):
+    """C4: an operator releases a load-control / malignant-load lockout (max restores reached)."""
+
+
+@event("control.v1.load_limit_set", CONTROL.name)
+class LoadLimitSet(OperatorFact):
+    """C4 负控: the power limit of a meter; ``limit`` None removes it."""
+
+    limit: LoadLimit | None
+
+
+@event("control.v1.malignant_rule_set", CONTROL.name)
+class MalignantRuleSet(OperatorFact):
+    """C4 恶性负载: the detection rule of a meter; ``rule`` None removes it."""
+
+    rule: MalignantRule | None
+
+
+@event("control.v1.time_control_set", CONTROL.name)
+class TimeControlSet(OperatorFact):
+    """C3 时控: the timed on/off calendar of a meter; ``schedule`` None removes it.
+
+    Groups are expanded to one fact per meter by a batch operation."""
+
+    schedule: TimeControl | None
+
+
+class Operation(StrEnum):
+    """What a batch does to each of its meters (C5)."""
+
+    INITIALISE = "initialise"
+    CLEAR = "clear"
+    ISSUE_PRICES = "issue_prices"
+    TIME_CONTROL = "time_control"
+    LOAD_CONTROL = "load_control"
+
+
+@event("control.v1.batch_requested", CONTROL.name)
+class BatchRequested(Event):
+    """C5: an operator asked for one operation on many meters (subject: the batch id)."""
+
+    batch_id: str
+    operation: Operation
+    meter_ids: tuple[str, ...] = Field(min_length=1)
+    operator_id: str
+    reason: str = ""
+    params: dict[str, str] = Field(default_factory=dict)  # the same for every meter
+    per_meter: dict[str, dict[str, str]] = Field(default_factory=dict)  # e.g. prices per meter
+    schedule: TimeControl | None = None  # time_control
+    limit: LoadLimit | None = None  # load_control

@@ -28,6 +28,7 @@ class NotificationRequested(Event):
     params: dict[str, str] = Field(default_factory=dict)
     locale: str = "zh"
     account_id: str | None = None
+    dedupe_ref: str = ""  # the occurrence (alarm id, recharge id, command id) behind the request
 
 
 @event("notify.v1.notification_delivered", NOTIFICATIONS.name)
@@ -51,3 +52,30 @@ class NotificationFailed(Event):
     reason: str
     attempt: int = Field(ge=1)
     will_retry: bool
+
+
+@event("notify.v1.notification_suppressed", NOTIFICATIONS.name)
+class NotificationSuppressed(Event):
+    """A request was not sent because the same notice already reached the recipient (dedupe)."""
+
+    notification_id: str
+    channel: Channel
+    reason: str
+
+
+@event("notify.v1.subscription_set", NOTIFICATIONS.name)
+class SubscriptionSet(Event):
+    """An account's notification preferences (subject: account id); the latest one wins.
+
+    ``templates`` None means every template; quiet hours are minutes of the local day in
+    ``timezone`` (the window may wrap midnight), both None for none.
+    """
+
+    account_id: str
+    channels: tuple[Channel, ...] = (Channel.SMS, Channel.WECHAT)
+    templates: tuple[str, ...] | None = None
+    locale: str = "zh"
+    quiet_start_minute: int | None = Field(default=None, ge=0, le=1439)
+    quiet_end_minute: int | None = Field(default=None, ge=0, le=1439)
+    timezone: str = "Asia/Shanghai"
+    set_by: str = ""

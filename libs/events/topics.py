@@ -48,6 +48,12 @@ TARIFFS = Topic("mf.tariffs", 1, "tariff id", "tariff versions as published")
 BILLING = Topic("mf.billing", 6, "account id", "accounts, money movements, balance changes")
 ALARMS = Topic("mf.alarms", 6, "subject id (account or meter)", "alarms raised and cleared")
 COMMANDS = Topic("mf.commands", 6, "meter id", "relay / valve / parameter command lifecycle")
+CONTROL = Topic(
+    "mf.control",
+    6,
+    "meter id (batch id for batches)",
+    "operator control facts: forced state, keep-power, limits, schedules, batches",
+)
 NOTIFICATIONS = Topic(
     "mf.notifications",
     3,
@@ -55,6 +61,7 @@ NOTIFICATIONS = Topic(
     "notifications requested, delivered, failed",
     retention_ms=180 * DAY_MS,
 )
+IAM = Topic("mf.iam", 1, "project, user or API key id", "projects, users, roles, API keys, logins")
 DEAD_LETTER = Topic(
     "mf.dead-letter", 1, "original key", "messages a consumer could not process after retries"
 )
@@ -67,7 +74,9 @@ CATALOGUE: tuple[Topic, ...] = (
     BILLING,
     ALARMS,
     COMMANDS,
+    CONTROL,
     NOTIFICATIONS,
+    IAM,
     DEAD_LETTER,
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in CATALOGUE}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -15,12 +15,37 @@ from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
+from libs.events.billing import AlarmThresholdsSet
+from libs.events.control import TimeControl
+
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
 _aware = st.datetimes(
     min_value=datetime(2000, 1, 1),
     max_value=datetime(2100, 1, 1),
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))]),
 )
+
+
+_CRON = st.sampled_from(["30 23 * * 0-4", "30 6 * * *", "0 0 1 * *", "*/15 8-18 * * 1-5"])
+_ZONES = st.sampled_from(["Asia/Shanghai", "UTC", "Europe/Berlin"])
+# Models whose string fields must hold cron expressions / zone names (validated on construction).
+SPECIAL: dict[type[BaseModel], st.SearchStrategy[Any]] = {
+    TimeControl: st.builds(
+        TimeControl, off=_CRON, on=_CRON, tz=_ZONES, holidays=st.frozensets(st.dates(), max_size=3)
+    ),
+}
+SPECIAL[AlarmThresholdsSet] = st.builds(  # level 2 <= level 1
+    lambda level2, above, **kw: AlarmThresholdsSet(level1_fen=level2 + above, level2_fen=level2, **kw),
+    level2=st.integers(min_value=-(10**6), max_value=10**6),
+    above=st.integers(min_value=0, max_value=10**6),
+    event_id=_text, project_id=_text, subject_id=_text, time=_aware,
+    account_id=st.none() | _text, operator_id=_text,
+)  # fmt: skip
+SPECIAL_SAMPLES: dict[type[BaseModel], Any] = {
+    TimeControl: TimeControl(
+        off="30 23 * * 0-4", on="30 6 * * *", tz="Asia/Shanghai", holidays=frozenset({date(2026, 10, 1)})
+    ),
+}
 
 
 def _bounds(info: FieldInfo | None) -> dict[str, Any]:
@@ -60,9 +85,10 @@ def for_type(tp: Any, info: FieldInfo | None = None) -> st.SearchStrategy[Any]:
     if tp is int:
         return st.integers(min_value=b.get("min_value", -(2**53)), max_value=b.get("max_value", 2**53))
     if tp is Decimal:
-        return st.decimals(
-            min_value=-(10**9), max_value=10**9, places=4, allow_nan=False, allow_infinity=False
-        )
+        lo, hi = b.get("min_value", -(10**9)), b.get("max_value", 10**9)
+        return st.decimals(min_value=lo, max_value=hi, places=4, allow_nan=False, allow_infinity=False)
+    if tp is date:
+        return st.dates()
     if tp is str:
         lo, hi = b.get("min_size", 0), min(b.get("max_size", 20), 20)
         return st.text(
@@ -71,9 +97,11 @@ def for_type(tp: Any, info: FieldInfo | None = None) -> st.SearchStrategy[Any]:
     if origin is dict:
         return st.dictionaries(for_type(args[0]), for_type(args[1]), max_size=3)
     if origin is tuple:
-        return st.lists(for_type(args[0]), max_size=3).map(tuple)
+        return st.lists(for_type(args[0]), min_size=b.get("min_size", 0), max_size=3).map(tuple)
     if origin is list:
         return st.lists(for_type(args[0]), max_size=3)
+    if origin is frozenset:
+        return st.frozensets(for_type(args[0]), max_size=3)
     if tp is Any:
         return st.one_of(st.integers(), _text, st.booleans())
     raise NotImplementedError(f"no strategy for {tp!r}")
@@ -82,8 +110,13 @@ def for_type(tp: Any, info: FieldInfo | None = None) -> st.SearchStrategy[Any]:
 @functools.cache
 def model(cls: type[BaseModel]) -> st.SearchStrategy[Any]:
     """Instances of ``cls`` with every field drawn from its annotation and constraints."""
+    if cls in SPECIAL:
+        return SPECIAL[cls]
     hints = typing.get_type_hints(cls, include_extras=True)
-    fields = {name: for_type(hints[name], info) for name, info in cls.model_fields.items()}
+    fields = {
+        name: _ZONES if name == "tz" else for_type(hints[name], info)
+        for name, info in cls.model_fields.items()
+    }
     return st.fixed_dictionaries(fields).map(lambda kw: cls(**kw))
 
 
@@ -104,12 +137,16 @@ def sample_value(tp: Any, info: FieldInfo | None = None, name: str = "x") -> Any
     if tp is int:
         return max(b.get("min_value", 7), min(7, b.get("max_value", 7)))
     if tp is Decimal:
-        return Decimal("1234.56")
+        return min(
+            max(Decimal("1234.56"), Decimal(b.get("min_value", 0))), Decimal(b.get("max_value", 10**9))
+        )
+    if tp is date:
+        return date(2026, 10, 1)
     if tp is str:
         return f"{name}-1"
     if origin is dict:
         return {sample_value(args[0], None, name): sample_value(args[1], None, name)}
-    if origin in (tuple, list):
+    if origin in (tuple, list, frozenset):
         return origin([sample_value(args[0], None, name)])
     if tp is Any:
         return {"kind": "single", "price_fen_per_kwh": 56}
@@ -118,5 +155,12 @@ def sample_value(tp: Any, info: FieldInfo | None = None, name: str = "x") -> Any
 
 def sample(cls: type[BaseModel]) -> Any:
     """One fully populated instance of ``cls``."""
+    if cls in SPECIAL_SAMPLES:
+        return SPECIAL_SAMPLES[cls]
     hints = typing.get_type_hints(cls, include_extras=True)
-    return cls(**{name: sample_value(hints[name], info, name) for name, info in cls.model_fields.items()})
+    return cls(
+        **{
+            name: "Asia/Shanghai" if name == "tz" else sample_value(hints[name], info, name)
+            for name, info in cls.model_fields.items()
+        }
+    )
