@@ -164,7 +164,9 @@ class DeliveryPolicy:
         bypass = job.urgent and settings.urgent_bypasses_quiet_hours
         if quiet is not None and not bypass and quiet.contains(now):
             return Decision(Verdict.DEFER, quiet.end_after(now), "quiet_hours")
-        if not job.urgent:  # an urgent notice (power cut) is never held back by the bucket
+        # An urgent notice (power cut) is never held back by the bucket, and a retry does not
+        # pay again: the failed attempt reached nobody, and its first admission took the token.
+        if not job.urgent and job.attempt == 0:
             wait = self._take_token(job.request.recipient, now)
             if wait is not None:
                 return Decision(Verdict.DEFER, now + wait, "rate_limited")

@@ -125,7 +125,8 @@ def freeze_points(
 
 def next_point(schedule: FreezeSchedule, after: datetime) -> datetime:
     """The first freeze instant strictly after ``after``."""
-    return freeze_points(schedule, after, after + timedelta(days=32))[0][2]
+    # A daily instant falls in every 2-day window, so the first point of that window is the next one.
+    return freeze_points(schedule, after, after + timedelta(days=2))[0][2]
 
 
 def frozen(

@@ -1,6 +1,6 @@
 """The pure domain of the control service (MISSION.md C1–C8): no Kafka, no I/O, no clock.
+Its facts (operator facts, command lifecycle, batches) are in :mod:`libs.events.control`.
 
-- :mod:`.facts`       policy-setting and lifecycle facts libs/events lacks (see ../NEEDS.md)
 - :mod:`.schedules`   时控 timed on/off calendars
 - :mod:`.protection`  负控 load limits and 恶性负载 malignant-load detection
 - :mod:`.policy`      the desired supply state of a meter and the commands that change it

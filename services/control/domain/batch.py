@@ -18,23 +18,17 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from pydantic import Field
-
 from libs.events.base import Event, event_id_for
-from libs.events.control import Action, CommandRequested
+from libs.events.control import (
+    Action,
+    BatchRequested,
+    CommandRequested,
+    LoadLimitSet,
+    Operation,
+    TimeControlSet,
+)
 from services.control.domain import lifecycle
-from services.control.domain.facts import LoadLimitSet, TimeControlSet
 from services.control.domain.lifecycle import MeterCommands, RetryPolicy, Status
-from services.control.domain.protection import LoadLimit
-from services.control.domain.schedules import TimeControl
-
-
-class Operation(StrEnum):
-    INITIALISE = "initialise"
-    CLEAR = "clear"
-    ISSUE_PRICES = "issue_prices"
-    TIME_CONTROL = "time_control"
-    LOAD_CONTROL = "load_control"
 
 
 class Outcome(StrEnum):
@@ -53,20 +47,6 @@ OUTCOMES = {
     Status.TIMED_OUT: Outcome.TIMED_OUT,
     Status.SUPERSEDED: Outcome.SUPERSEDED,
 }
-
-
-class BatchRequested(Event):
-    """An operator asked for one operation on many meters (subject: batch id). See NEEDS.md."""
-
-    batch_id: str
-    operation: Operation
-    meter_ids: tuple[str, ...] = Field(min_length=1)
-    operator_id: str
-    reason: str = ""
-    params: dict[str, str] = Field(default_factory=dict)  # the same for every meter
-    per_meter: dict[str, dict[str, str]] = Field(default_factory=dict)  # e.g. prices per meter
-    schedule: TimeControl | None = None  # time_control
-    limit: LoadLimit | None = None  # load_control
 
 
 def command_id(batch: BatchRequested, meter_id: str) -> str:

@@ -28,8 +28,14 @@ from enum import StrEnum
 
 from libs.events.base import Event, event_id_for
 from libs.events.billing import AlarmKind, AlarmRaised
-from libs.events.control import Action, CommandAcknowledged, CommandFailed, CommandRequested, CommandSent
-from services.control.domain.facts import CommandTimedOut
+from libs.events.control import (
+    Action,
+    CommandAcknowledged,
+    CommandFailed,
+    CommandRequested,
+    CommandSent,
+    CommandTimedOut,
+)
 
 
 class Status(StrEnum):

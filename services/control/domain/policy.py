@@ -35,12 +35,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from libs.events import control as f
 from libs.events.acquisition import Medium, MeterRegistered, ReadingRecorded
 from libs.events.base import Event, event_id_for
 from libs.events.billing import AlarmCleared, AlarmKind, AlarmRaised
-from libs.events.control import Action, CommandRequested
-from services.control.domain import facts as f
-from services.control.domain.facts import Supply
+from libs.events.control import Action, CommandRequested, Supply
 from services.control.domain.protection import LoadLimit, LoadWatch, MalignantRule, MalignantWatch
 from services.control.domain.schedules import TimeControl, is_off, next_change
 

@@ -28,31 +28,10 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from libs.events.control import LoadLimit, MalignantRule
 
 ZERO = Decimal(0)
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    restore_delay_s: int = Field(default=300, ge=0)
-    max_restores_per_day: int = Field(default=3, ge=0)
-    tz: str = "Asia/Shanghai"
-
-
-class LoadLimit(_Config):
-    limit_kw: Decimal = Field(gt=0)
-    sustain_s: int = Field(default=60, ge=0)
-
-
-class MalignantRule(_Config):
-    min_step_kw: Decimal = Field(default=Decimal("0.5"), gt=0)
-    min_power_factor: Decimal = Field(default=Decimal("0.95"), ge=0, le=1)
-    sustain_readings: int = Field(default=2, ge=1)
-    min_power_kw: Decimal = Field(default=ZERO, ge=0)
-    restore_delay_s: int = Field(default=180, ge=0)
-    whitelisted: bool = False
+__all__ = ["Breaker", "LoadLimit", "LoadWatch", "MalignantRule", "MalignantWatch"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +43,7 @@ class Breaker:
     def holding(self, now: datetime) -> bool:
         return self.locked or (self.restore_at is not None and now < self.restore_at)
 
-    def trip(self, at: datetime, config: _Config) -> Breaker:
+    def trip(self, at: datetime, config: LoadLimit | MalignantRule) -> Breaker:
         tz = ZoneInfo(config.tz)
         day: date = at.astimezone(tz).date()
         today = tuple(t for t in self.trips if t.astimezone(tz).date() == day)

@@ -23,32 +23,11 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, field_validator
 
-DEFAULT_TZ = "Asia/Shanghai"
+from libs.events.control import DEFAULT_TZ, TimeControl
+
+__all__ = ["DEFAULT_TZ", "TimeControl", "is_off", "next_change"]
 LOOKBACK = timedelta(days=40)
-
-
-class TimeControl(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    off: str
-    on: str
-    tz: str = DEFAULT_TZ
-    holidays: frozenset[date] = frozenset()
-
-    @field_validator("off", "on")
-    @classmethod
-    def _valid_cron(cls, value: str) -> str:
-        if not croniter.is_valid(value):
-            raise ValueError(f"invalid cron expression {value!r}")
-        return value
-
-    @field_validator("tz")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        ZoneInfo(value)
-        return value
 
 
 def _last_firing(expression: str, now: datetime, tz: ZoneInfo, skip: frozenset[date]) -> datetime | None:

@@ -9,8 +9,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from libs.events import AlarmCleared, AlarmRaised, ReadingRecorded, Route
+from libs.events import control as f
 from libs.events.billing import AlarmKind
-from services.control.domain import facts as f
 
 SH = ZoneInfo("Asia/Shanghai")
 P = "proj-1"
@@ -20,7 +20,7 @@ _ids = itertools.count()
 
 
 def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=SH)  # type: ignore[misc]
+    return datetime(*args, tzinfo=SH)  # type: ignore[misc,arg-type]
 
 
 def eid(prefix: str = "e") -> str:

@@ -3,7 +3,16 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from libs.events.control import Action, CommandAcknowledged, CommandFailed, CommandRequested, CommandSent
+from libs.events.control import (
+    Action,
+    CommandAcknowledged,
+    CommandFailed,
+    CommandRequested,
+    CommandSent,
+    CommandTimedOut,
+    LoadLimitSet,
+    TimeControlSet,
+)
 from services.control.domain.batch import (
     BatchRequested,
     Operation,
@@ -15,7 +24,6 @@ from services.control.domain.batch import (
     start,
     summary,
 )
-from services.control.domain.facts import CommandTimedOut, LoadLimitSet, TimeControlSet
 from services.control.domain.protection import LoadLimit
 from services.control.domain.schedules import TimeControl
 from tests.services.control.helpers import P, at, env

@@ -3,7 +3,7 @@ from __future__ import annotations
 from libs.events import AccountOpened
 from libs.events.billing import BillingMode
 from services.control.domain.directory import Directory, apply, route
-from tests.services.control.helpers import arrears, at, env, reading
+from tests.services.control.helpers import arrears, arrears_cleared, at, env, reading
 
 T = at(2024, 1, 1)
 
@@ -16,3 +16,13 @@ def test_account_alarms_fan_out_to_the_accounts_meters() -> None:
     assert route(d, arrears(T, meter="m7")) == ("m7",)  # an alarm raised on a meter
     assert route(d, reading(T, 1, meter="m3")) == ("m3",)
     assert route(d, opened) == ()
+
+
+def test_alarms_listing_meters_route_without_the_account_and_clears_follow_their_alarm() -> None:
+    raised = arrears(T, meter="a9").model_copy(update={"details": {"meter_ids": "m4,m5"}})
+    assert route(Directory(), raised) == ("m4", "m5")  # AccountOpened not seen yet (replay order)
+    d = apply(Directory(), raised)
+    cleared = arrears_cleared(T, meter="a9")
+    assert route(d, cleared) == ("m4", "m5")
+    assert apply(d, cleared).alarms == {}
+    assert route(Directory(), cleared) == ("a9",)  # unknown alarm and account: taken as a meter

@@ -7,8 +7,14 @@ from hypothesis import strategies as st
 
 from libs.events.base import Event
 from libs.events.billing import AlarmKind, AlarmRaised
-from libs.events.control import Action, CommandAcknowledged, CommandFailed, CommandRequested, CommandSent
-from services.control.domain.facts import CommandTimedOut
+from libs.events.control import (
+    Action,
+    CommandAcknowledged,
+    CommandFailed,
+    CommandRequested,
+    CommandSent,
+    CommandTimedOut,
+)
 from services.control.domain.lifecycle import (
     MeterCommands,
     RetryPolicy,

@@ -11,10 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from libs.events import MeterRegistered
+from libs.events import control as f
 from libs.events.base import Event
-from libs.events.control import Action, CommandRequested
-from services.control.domain import facts as f
-from services.control.domain.facts import Supply
+from libs.events.control import Action, CommandRequested, Supply
 from services.control.domain.policy import MeterPolicy, decide, desired, next_wake, step
 from services.control.domain.protection import Breaker, LoadLimit, LoadWatch, MalignantRule, MalignantWatch
 from services.control.domain.schedules import TimeControl

@@ -3,8 +3,8 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+from libs.events import control as f
 from libs.events.control import Action
-from services.control.domain import facts as f
 from services.control.domain.policy import MeterPolicy, step
 from services.control.domain.protection import LoadLimit, MalignantRule
 from tests.services.control.helpers import M, P, at, op, reading

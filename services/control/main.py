@@ -1,0 +1,153 @@
+"""`meterflow control [--check-config]`: the control worker (policy → relay commands, lifecycle).
+
+HTTP (``MF_CONTROL_HTTP_PORT``): ``/healthz``, ``/readyz``, ``/metrics``;
+``GET /meters/{meter_id}/relay`` (the relay / valve of a meter), ``GET /meters?state=on|off|
+unknown|pending`` (every meter's), ``GET /commands/{command_id}`` (a command and its audit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import faust
+from aiokafka import TopicPartition
+from fastapi import FastAPI, HTTPException, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+from libs.events.base import utcnow
+from libs.events.topics import CATALOGUE
+from libs.settings import ConfigError, load
+from libs.stack.broker import BrokerError, check_reachable, ensure_topics, high_watermarks, partition_counts
+from libs.stack.processor import Processor, Snapshots, make_app
+from libs.stack.runtime import HttpServer, setup_logging
+from services.control import views
+from services.control.settings import ControlSettings
+from services.control.worker import INPUTS, ControlState, one_group, retry_policy
+
+
+def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Processor]:
+    """The Faust app with the control processor attached."""
+    retry = retry_policy(
+        settings.control_max_attempts, settings.control_backoff_s, settings.control_backoff_factor,
+        settings.control_max_backoff_s, settings.control_attempt_timeout_s, settings.control_command_timeout_s,
+    )  # fmt: skip
+    state = ControlState(retry, end_offsets=lambda: end_offsets(bootstrap, INPUTS))
+    app = make_app(
+        "meterflow-control", bootstrap, settings.snapshot_dir / "faust", settings.control_faust_port
+    )
+    processor = Processor(
+        app, bootstrap, "control", INPUTS, state, state, Snapshots(settings.snapshot_dir / "snapshots"),
+        batch_size=settings.control_batch_size, snapshot_every=settings.control_snapshot_every_s,
+        group_of=one_group, tick_every=settings.control_tick_s,
+    )  # fmt: skip
+    _serve(app, processor, state, settings.control_http_port)
+    return app, processor
+
+
+async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """The end offset of every partition of ``topics`` (fetch high-watermarks: right on Tansu too)."""
+    counts = await asyncio.to_thread(partition_counts, bootstrap, topics)
+    tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
+    marks = await high_watermarks(bootstrap, tps)
+    return {f"{tp.topic}:{tp.partition}": end for tp, end in marks.items()}
+
+
+def web_app(processor: Processor, state: ControlState) -> FastAPI:
+    """The HTTP API. Routes are ``async`` so they read the state on the worker's event loop."""
+    registry = CollectorRegistry()
+    events = Counter("mf_control_events", "facts folded", registry=registry)
+    outputs = Counter("mf_control_outputs", "facts emitted", registry=registry)
+    meters = Gauge("mf_control_meters", "meters known to control", registry=registry)
+    active = Gauge("mf_control_active_meters", "meters with a command not ended", registry=registry)
+    seen = {"events": 0, "outputs": 0}
+    web = FastAPI(title="meterflow control", docs_url=None, redoc_url=None)
+
+    @web.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @web.get("/readyz")
+    async def readyz(response: Response) -> dict[str, object]:
+        ready = bool(processor.owned)
+        response.status_code = 200 if ready else 503
+        stats = processor.stats
+        return {"ready": ready, "records": stats.records, "events": stats.events, "outputs": stats.outputs}
+
+    @web.get("/metrics")
+    async def metrics() -> Response:
+        events.inc(processor.stats.events - seen["events"])
+        outputs.inc(processor.stats.outputs - seen["outputs"])
+        seen.update(events=processor.stats.events, outputs=processor.stats.outputs)
+        meters.set(len(state.meters))
+        active.set(len(state.active))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @web.get("/meters")
+    async def all_meters(
+        state_filter: Annotated[
+            str | None, Query(alias="state", pattern="^(on|off|unknown|pending)$")
+        ] = None,
+    ) -> list[dict[str, Any]]:
+        return views.meters(state, utcnow(), state_filter)
+
+    @web.get("/meters/{meter_id}/relay")
+    async def meter_relay(meter_id: str, project: str | None = None) -> dict[str, Any]:
+        found = [m for (p, mid), m in state.meters.items() if mid == meter_id and project in (None, p)]
+        if not found:
+            raise HTTPException(404, f"meter {meter_id} unknown to control")
+        if len(found) > 1:
+            raise HTTPException(409, f"meter {meter_id} exists in several projects: pass ?project=")
+        return views.relay(found[0], utcnow())
+
+    @web.get("/commands/{command_id}")
+    async def command(command_id: str) -> dict[str, Any]:
+        view = state.command(command_id)
+        if view is None:
+            raise HTTPException(404, f"command {command_id} unknown")
+        return views.command(view)
+
+    return web
+
+
+def _serve(app: faust.App, processor: Processor, state: ControlState, port: int) -> None:
+    server = HttpServer(web_app(processor, state), "0.0.0.0", port)
+
+    @app.task
+    async def start_http() -> None:
+        await server.start()
+
+    async def stop_http(sender: object, **kwargs: object) -> None:
+        await server.stop()
+
+    app.on_before_shutdown.connect(stop_http)  # type: ignore[arg-type]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `meterflow control`."""
+    parser.add_argument("action", nargs="?", choices=["run"], default="run")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `meterflow control`."""
+    try:
+        settings = load(ControlSettings)
+        if args.check_config:
+            print(f"configuration ok: {settings.model_dump_json()}")
+            return 0
+        if not settings.kafka_bootstrap:
+            raise ConfigError("MF_KAFKA_BOOTSTRAP: required (meterflow dev sets it)")
+        check_reachable(settings.kafka_bootstrap)
+    except (ConfigError, BrokerError) as exc:
+        print(f"meterflow control: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    ensure_topics(settings.kafka_bootstrap, CATALOGUE)
+    app, _ = build(settings, settings.kafka_bootstrap)
+    worker = faust.Worker(app, loglevel="INFO", quiet=True)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,411 @@
+"""The control worker: the pure policy and command-lifecycle folds behind the stream processor
+runtime (:mod:`libs.stack.processor`).
+
+Control joins facts keyed by meter (readings, registry, commands, operator facts) with facts
+keyed by account (arrears alarms, ``AccountOpened`` for the directory), so the processor runs in
+global mode and the service as a single replica, like billing.
+
+Per meter the worker keeps a :class:`~services.control.domain.policy.MeterPolicy` (what the
+supply should be) and a :class:`~services.control.domain.lifecycle.MeterCommands` (what became of
+each command). Rules of the loop around them:
+
+- **Own outputs are applied at once** and deduplicated by event id when they come back from
+  ``mf.commands`` / ``mf.alarms``: control never answers a ``CommandRequested`` (the policy
+  records it), so it cannot loop on its own commands.
+- **Retries**: acquisition executes each ``command_id`` once and reports every failure as final
+  (``will_retry=False``). Control therefore re-judges a failure by its reason (no reply, bad
+  reply, transport, not confirmed: retry; rejected, unsupported: final) and carries attempt n
+  as a new ``CommandRequested`` whose id derives from (command id, n) and whose
+  ``params["retry_of"]`` names the command. Sender facts about an attempt are translated back to
+  the command (``attempt`` = n) before the lifecycle fold sees them.
+- **Time**: :meth:`ControlState.tick` runs the lifecycle's timeouts (→ ``CommandTimedOut`` and a
+  ``command_timeout`` alarm), due retries, and the policy's own wake-ups (restore delays,
+  schedule boundaries, socket resets). Policy wake-ups are decided *at the wake moment*, not at
+  the wall clock, so their command ids — derived from that moment — are the same on a replay.
+- Fact-driven decisions happen at ``max(meter clock, fact time)``; command ids derive from the
+  causing fact's id, so redelivery and replay re-produce the same ids.
+- **Replay holds decisions.** After a restore the processor replays the log from the snapshot's
+  offsets, one partition after another, so facts from different topics meet in another order
+  than they did live (an arrears alarm before the keep-power set earlier). Records below the end
+  offsets found at restore are *historic*: they are folded, and the commands they would cause are
+  held (the latest per meter and channel) instead of sent. Once every input partition has been
+  applied up to those offsets (or no historic record came for ``REPLAY_QUIET_S``), each held
+  command that the log does not already hold and that the final state still wants is sent, with
+  its deterministic id. The clock (timeouts, retries, wakes) is held during the replay too: an
+  acknowledgement not yet replayed is not a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from libs.events.acquisition import MeterRegistered, ReadingRecorded
+from libs.events.base import Event, event_id_for
+from libs.events.billing import AccountOpened, AlarmCleared, AlarmKind, AlarmRaised
+from libs.events.codec import Codec
+from libs.events.control import (
+    Action,
+    BatchRequested,
+    CommandAcknowledged,
+    CommandFailed,
+    CommandRequested,
+    CommandSent,
+    CommandTimedOut,
+    OperatorFact,
+)
+from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC
+from libs.stack.processor import Inbound, Outbound
+from services.control.domain import batch as batches
+from services.control.domain import directory as dirs
+from services.control.domain import lifecycle, policy
+from services.control.domain.lifecycle import ENDED, CommandView, MeterCommands, RetryPolicy
+from services.control.domain.policy import MeterPolicy
+
+INPUTS = (REGISTRY_TOPIC.name, BILLING.name, ALARMS.name, READINGS.name, COMMANDS.name, CONTROL.name)
+RETRIABLE = ("no_reply", "bad_reply", "transport", "not_confirmed")
+LIFECYCLE = (CommandRequested, CommandSent, CommandAcknowledged, CommandFailed, CommandTimedOut)
+POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRequested, OperatorFact)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+REPLAY_QUIET_S = 5.0
+MAX_WAKES_PER_TICK = 1000  # per meter: a schedule far behind catches up over several ticks
+
+MeterKey = tuple[str, str]  # (project id, meter id)
+EndOffsets = Callable[[], Awaitable[dict[str, int]]]  # "topic:partition" → end offset
+log = logging.getLogger(__name__)
+
+
+def one_group(topic: str, partition: int) -> int:
+    """Global mode: every input partition belongs to the one state."""
+    return 0
+
+
+def retry_id(project_id: str, command_id: str, attempt: int) -> str:
+    """The command id that carries attempt ``attempt`` (≥ 2) of ``command_id``."""
+    return event_id_for(project_id, "retry", command_id, str(attempt))
+
+
+@dataclass
+class Meter:
+    """The folds of one meter and when its policy needs the clock next."""
+
+    policy: MeterPolicy
+    commands: MeterCommands
+    clock: datetime = EPOCH  # the latest instant the policy decided at
+    wake: datetime | None = None
+
+
+@dataclass
+class Snapshot:
+    directory: dirs.Directory
+    meters: dict[MeterKey, Meter]
+    attempts: dict[str, tuple[str, int]]
+    index: dict[str, MeterKey]
+    batches: dict[str, BatchRequested]
+    active: set[MeterKey] = field(default_factory=set)
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+class ControlState:
+    """Handler and partition state of the control processor."""
+
+    def __init__(self, retry: RetryPolicy | None = None, end_offsets: EndOffsets | None = None) -> None:
+        """``end_offsets`` reads the inputs' end offsets (None: never treat input as a replay)."""
+        self.retry = retry or RetryPolicy()
+        self.end_offsets = end_offsets
+        self.codec = Codec()
+        self.generation = 0
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.directory = dirs.Directory()
+        self.meters: dict[MeterKey, Meter] = {}
+        self.attempts: dict[str, tuple[str, int]] = {}  # attempt command id → (command id, attempt)
+        self.index: dict[str, MeterKey] = {}  # command id → its meter
+        self.batches: dict[str, BatchRequested] = {}  # batch id → the request
+        self.active: set[MeterKey] = set()  # meters with a command that has not ended
+        self.positions: dict[str, int] = {}  # "topic:partition" → next offset to apply
+        self.replaying = False
+        self.ends: dict[str, int] | None = None  # end offsets at restore (None: being read)
+        self.last_historic = 0.0  # monotonic time of the latest historic record
+        self.held: dict[MeterKey, dict[str, CommandRequested]] = {}  # meter → channel → command
+
+    # --- PartitionState -------------------------------------------------------------------
+    def restore(self, partition: int, blob: bytes | None) -> None:
+        """Load the state from a snapshot (or start empty: the log is replayed)."""
+        self._reset()
+        if blob:
+            snap: Snapshot = pickle.loads(blob)
+            self.directory, self.meters, self.attempts = snap.directory, snap.meters, snap.attempts
+            self.index, self.batches, self.active = snap.index, snap.batches, snap.active
+            self.positions = snap.positions
+            for meter in self.meters.values():  # configuration wins over the snapshot's
+                meter.commands = _with_policy(meter.commands, self.retry)
+        self._begin_replay()
+
+    def snapshot(self, partition: int) -> bytes:
+        """The state as bytes (folds are immutable; the containers are pickled as they are)."""
+        snap = Snapshot(
+            self.directory, self.meters, self.attempts, self.index, self.batches, self.active, self.positions
+        )
+        return pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def forget(self, partition: int) -> None:
+        """The worker lost its partitions in a rebalance: drop the state until reassigned."""
+        self._reset()
+
+    # --- Handler ----------------------------------------------------------------------------
+    def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
+        """Fold every event of the batch; return the facts control emits, encoded."""
+        out: list[Event] = []
+        for record in batch:
+            key = f"{record.topic}:{record.partition}"
+            historic = self.replaying and (self.ends is None or record.offset < self.ends.get(key, 0))
+            if historic:
+                self.last_historic = time.monotonic()
+            self.positions[key] = record.offset + 1
+            for fact in record.events:
+                out += self.fold(fact, hold=historic)
+        return self._encode(out + self._settle(time.time()))
+
+    def tick(self, now: float) -> list[Outbound]:
+        """Timeouts, retries and policy wake-ups due at ``now`` (epoch seconds); none in a replay."""
+        out = self._settle(now)
+        if not self.replaying:
+            out += self.due(datetime.fromtimestamp(now, UTC))
+        return self._encode(out)
+
+    def _encode(self, events: list[Event]) -> list[Outbound]:
+        return [Outbound(e.TOPIC, e.key, self.codec.encode(e)) for e in events]
+
+    # --- the fold ---------------------------------------------------------------------------
+    def fold(self, fact: Event, hold: bool = False) -> list[Event]:
+        """Apply one fact; return the facts it causes (already applied to the state).
+
+        ``hold``: the fact is historic (a replay): commands it causes are held, not returned."""
+        if isinstance(fact, AccountOpened):
+            self.directory = dirs.apply(self.directory, fact)
+            return []
+        if isinstance(fact, BatchRequested):
+            return self._batch(fact)
+        if isinstance(fact, AlarmRaised | AlarmCleared):
+            if fact.kind is not AlarmKind.ARREARS:
+                return []  # other alarms (ours included) drive no relay
+            meter_ids = dirs.route(self.directory, fact)
+            self.directory = dirs.apply(self.directory, fact)
+        elif isinstance(fact, CommandRequested) and "retry_of" in fact.params:
+            self._note_attempt(fact)
+            return []  # an attempt of a known command: its sender facts are translated
+        elif isinstance(fact, ReadingRecorded):
+            meter = self.meters.get((fact.project_id, fact.meter_id))
+            rules = meter is not None and (
+                meter.policy.load_limit is not None or meter.policy.malignant_rule is not None
+            )
+            if not rules:
+                return []  # only load and malignant-load rules look at readings
+            meter_ids = (fact.meter_id,)
+        elif isinstance(fact, POLICY + LIFECYCLE):
+            fact = self._translate(fact)
+            meter_ids = dirs.route(self.directory, fact)
+        else:
+            return []
+        out: list[Event] = []
+        for meter_id in meter_ids:
+            out += self._on_meter(self._meter(fact.project_id, meter_id), fact, hold)
+        return out
+
+    def _meter(self, project_id: str, meter_id: str) -> Meter:
+        key = (project_id, meter_id)
+        if key not in self.meters:
+            self.meters[key] = Meter(
+                MeterPolicy(project_id, meter_id), MeterCommands(project_id, meter_id, self.retry)
+            )
+        return self.meters[key]
+
+    def _on_meter(self, meter: Meter, fact: Event, hold: bool) -> list[Event]:
+        if isinstance(fact, LIFECYCLE):
+            self._lifecycle(meter, fact)
+        if not isinstance(fact, POLICY):
+            return []  # the policy has no opinion on how a command went
+        now = max(meter.clock, fact.time)
+        if hold:
+            commands = policy.decide(meter.policy, fact, now)
+            meter.policy = policy.apply(meter.policy, fact)
+            key = (meter.policy.project_id, meter.policy.meter_id)
+            for command in commands:
+                self.held.setdefault(key, {})[lifecycle.channel_of(command)] = command
+            commands = []
+        else:
+            meter.policy, commands = policy.step(meter.policy, fact, now)
+        meter.clock = now
+        for command in commands:
+            self._lifecycle(meter, command)
+        meter.wake = policy.next_wake(meter.policy, now)
+        return list(commands)
+
+    def _lifecycle(self, meter: Meter, fact: Event) -> None:
+        meter.commands = lifecycle.apply(meter.commands, fact)
+        if isinstance(fact, CommandRequested):
+            self.index.setdefault(fact.command_id, (fact.project_id, fact.meter_id))
+            self.active.add((fact.project_id, fact.meter_id))
+
+    def _translate(self, fact: Event) -> Event:
+        """Sender facts of an attempt → facts of its command; failures re-judged by reason."""
+        if not isinstance(fact, CommandSent | CommandAcknowledged | CommandFailed):
+            return fact
+        update: dict[str, object] = {}
+        attempt = self.attempts.get(fact.command_id)
+        if attempt is not None:
+            update["command_id"] = attempt[0]
+            if isinstance(fact, CommandSent | CommandFailed):
+                update["attempt"] = attempt[1]
+        if isinstance(fact, CommandFailed) and not fact.will_retry:
+            update["will_retry"] = fact.reason.startswith(RETRIABLE)
+        return fact.model_copy(update=update) if update else fact
+
+    def _note_attempt(self, request: CommandRequested) -> None:
+        attempt = int(request.params.get("attempt", "2"))
+        self.attempts.setdefault(request.command_id, (request.params["retry_of"], attempt))
+
+    def _batch(self, request: BatchRequested) -> list[Event]:
+        if request.batch_id in self.batches:
+            return []
+        self.batches[request.batch_id] = request
+        expanded = batches.expand(request)
+        out = list(expanded)
+        for fact in expanded:
+            out += self.fold(fact)
+        return out
+
+    # --- replay -------------------------------------------------------------------------------
+    def _begin_replay(self) -> None:
+        self.generation += 1
+        if self.end_offsets is None:
+            return
+        self.replaying, self.ends, self.last_historic = True, None, time.monotonic()
+        task = asyncio.ensure_future(self._read_ends(self.end_offsets, self.generation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read_ends(self, end_offsets: EndOffsets, generation: int) -> None:
+        try:
+            ends = await end_offsets()
+        except Exception:  # the quiet period still ends the replay
+            log.exception("control: reading the end offsets failed")
+            return
+        if generation == self.generation:
+            self.ends = ends
+
+    def _settle(self, now: float) -> list[Event]:
+        """End the replay once it is applied (or quiet), sending the held commands still wanted."""
+        if not self.replaying:
+            return []
+        done = self.ends is not None and all(self.positions.get(k, 0) >= e for k, e in self.ends.items())
+        if not done and time.monotonic() - self.last_historic < REPLAY_QUIET_S:
+            return []
+        self.replaying = False
+        out = self._release(datetime.fromtimestamp(now, UTC))
+        log.info("control: replay applied; %d held commands sent", len(out))
+        return out
+
+    def _release(self, now: datetime) -> list[Event]:
+        out: list[Event] = []
+        for key, by_channel in self.held.items():
+            meter = self.meters[key]
+            for command in by_channel.values():
+                if not _still_wanted(meter, command, now):
+                    continue
+                command = command.model_copy(update={"time": now})
+                meter.policy = policy.apply(meter.policy, command)
+                self._lifecycle(meter, command)
+                out.append(command)
+        self.held = {}
+        return out
+
+    # --- the clock --------------------------------------------------------------------------
+    def due(self, now: datetime) -> list[Event]:
+        """Everything the clock causes at ``now``, applied to the state."""
+        out: list[Event] = []
+        for meter in self.meters.values():
+            wakes = 0
+            while meter.wake is not None and meter.wake <= now and wakes < MAX_WAKES_PER_TICK:
+                wake, wakes = meter.wake, wakes + 1
+                meter.policy, commands = policy.step(meter.policy, None, wake)
+                meter.clock = max(meter.clock, wake)
+                for command in commands:
+                    self._lifecycle(meter, command)
+                out += commands
+                meter.wake = policy.next_wake(meter.policy, wake)
+        for key in list(self.active):
+            meter = self.meters[key]
+            for fact in lifecycle.decide(meter.commands, now):
+                if isinstance(fact, CommandTimedOut):
+                    self._lifecycle(meter, fact)
+                out.append(fact)
+            for view in lifecycle.due(meter.commands, now):
+                if view.attempt >= 1:  # attempt 1 is the request itself
+                    out += self._retry(view, now)
+            if all(v.status in ENDED for v in meter.commands.commands.values()):
+                self.active.discard(key)
+        return out
+
+    def _retry(self, view: CommandView, now: datetime) -> list[Event]:
+        request, attempt = view.request, view.attempt + 1
+        cid = retry_id(request.project_id, request.command_id, attempt)
+        if cid in self.attempts:
+            return []  # already asked for; waiting for the sender
+        retry = request.model_copy(
+            update={
+                "event_id": cid,
+                "command_id": cid,
+                "time": now,
+                "causation_id": request.event_id,
+                "correlation_id": request.correlation_id or request.event_id,
+                "params": {**request.params, "retry_of": request.command_id, "attempt": str(attempt)},
+                "expires_at": view.deadline,
+            }
+        )
+        self._note_attempt(retry)
+        return [retry]
+
+    # --- queries ----------------------------------------------------------------------------
+    def command(self, command_id: str) -> CommandView | None:
+        """A command's view (its attempts' ids resolve to it)."""
+        command_id = self.attempts.get(command_id, (command_id, 0))[0]
+        key = self.index.get(command_id)
+        meter = self.meters.get(key) if key is not None else None
+        return meter.commands.commands.get(command_id) if meter is not None else None
+
+
+def _still_wanted(meter: Meter, command: CommandRequested, now: datetime) -> bool:
+    """Whether a command held in a replay must still go out, given the replayed state."""
+    if command.command_id in meter.commands.commands:
+        return False  # the log has it: it was sent before the restart
+    if command.action in policy.ACTION_SUPPLY:
+        supply = policy.ACTION_SUPPLY[command.action]
+        return policy.desired(meter.policy, now).supply is supply and meter.policy.commanded is not supply
+    if command.action in (Action.KEEP_POWER_ON, Action.KEEP_POWER_OFF):
+        return (meter.policy.keep_power is not None) == (command.action is Action.KEEP_POWER_ON)
+    return True
+
+
+def _with_policy(commands: MeterCommands, retry: RetryPolicy) -> MeterCommands:
+    return replace(commands, policy=retry) if commands.policy != retry else commands
+
+
+def retry_policy(
+    max_attempts: int,
+    backoff_s: float,
+    factor: float,
+    max_backoff_s: float,
+    attempt_timeout_s: float,
+    command_timeout_s: float,
+) -> RetryPolicy:
+    """The lifecycle's retry policy from settings."""
+    return RetryPolicy(max_attempts, backoff_s, factor, max_backoff_s, attempt_timeout_s, command_timeout_s)

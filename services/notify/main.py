@@ -1,0 +1,254 @@
+"""`meterflow notify [--check-config]`: decides and sends SMS and WeChat notifications.
+
+One process, one replica, two halves (docs/architecture.md, "Notify"):
+
+- the *decider*, a stream processor (:mod:`services.notify.worker`) over mf.billing, mf.alarms,
+  mf.commands and mf.notifications, folds who each account is and what it wants to hear, and
+  emits ``NotificationRequested`` with ids derived from their cause;
+- the *sender* (:mod:`services.notify.sender`) tails mf.notifications, applies the delivery
+  policy (quiet hours, dedupe, rate limits, retries with backoff), calls the providers over
+  httpx, and records delivered / failed / suppressed facts and dead letters.
+
+HTTP on ``MF_NOTIFY_HTTP_PORT``: ``/healthz``, ``/readyz``, ``/metrics`` and the send log
+``GET /sends?account_id=&recipient=&status=&limit=``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated
+
+import faust
+import httpx
+from fastapi import FastAPI, Query, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from libs.events.notify import Channel
+from libs.events.topics import CATALOGUE
+from libs.settings import ConfigError, load
+from libs.stack.broker import BrokerError, check_reachable, ensure_topics
+from libs.stack.processor import Processor, Snapshots, make_app
+from libs.stack.runtime import HttpServer, setup_logging
+from services.notify.delivery import DeliveryPolicy
+from services.notify.dispatcher import ChannelSend, sms_channel, wechat_channel
+from services.notify.providers import (
+    AliyunSmsSender,
+    InMemorySmsSender,
+    InMemoryWeChatSender,
+    ProviderReceipt,
+    SmsSender,
+    TencentSmsSender,
+    WeChatSender,
+    WeChatTemplateSender,
+)
+from services.notify.sender import Sender
+from services.notify.sendlog import STATUSES
+from services.notify.settings import NotifySettings
+from services.notify.templates import Template
+from services.notify.worker import INPUTS, NotifyState, one_group
+
+log = logging.getLogger("meterflow.notify")
+
+
+class LoggedSms(InMemorySmsSender):
+    """The ``memory`` SMS provider: checked like a gateway would, logged, never sent."""
+
+    provider = "log-sms"
+
+    async def send(
+        self, phone: str, template_code: str, params: Mapping[str, str], sign_name: str
+    ) -> ProviderReceipt:
+        receipt = await super().send(phone, template_code, params, sign_name)
+        self.sent.clear()
+        log.info("SMS NOT SENT (memory provider) to %s: %s %s", phone, template_code, dict(params))
+        return receipt
+
+
+class LoggedWeChat(InMemoryWeChatSender):
+    """The ``memory`` WeChat provider: logged, never sent."""
+
+    provider = "log-wechat"
+
+    async def send(
+        self, openid: str, template_id: str, data: Mapping[str, str], url: str | None = None
+    ) -> ProviderReceipt:
+        receipt = await super().send(openid, template_id, data, url)
+        self.sent.clear()
+        log.info("WECHAT NOT SENT (memory provider) to %s: %s %s", openid, template_id, dict(data))
+        return receipt
+
+
+def channels(settings: NotifySettings, client: httpx.AsyncClient) -> dict[Channel, ChannelSend]:
+    """The SMS and WeChat channels the settings choose."""
+    s = settings
+    sms: SmsSender
+    if s.notify_sms_provider == "aliyun":
+        sms = AliyunSmsSender(
+            client, s.notify_aliyun_access_key_id, s.notify_aliyun_access_key_secret.get_secret_value(),
+            base_url=s.notify_aliyun_base_url, region_id=s.notify_aliyun_region,
+        )  # fmt: skip
+    elif s.notify_sms_provider == "tencent":
+        sms = TencentSmsSender(
+            client, s.notify_tencent_secret_id, s.notify_tencent_secret_key.get_secret_value(),
+            s.notify_tencent_sdk_app_id, base_url=s.notify_tencent_base_url, region=s.notify_tencent_region,
+        )  # fmt: skip
+    else:
+        sms = LoggedSms()
+    wechat: WeChatSender
+    if s.notify_wechat_provider == "wechat":
+        wechat = WeChatTemplateSender(
+            client, s.notify_wechat_appid, s.notify_wechat_secret.get_secret_value(),
+            base_url=s.notify_wechat_base_url,
+        )  # fmt: skip
+    else:
+        wechat = LoggedWeChat()
+    sms_codes = {Template(k): v for k, v in s.notify_sms_templates.items()}
+    wechat_ids = {Template(k): v for k, v in s.notify_wechat_templates.items()}
+    return {
+        Channel.SMS: sms_channel(sms, s.notify_sms_sign_name, sms_codes),
+        Channel.WECHAT: wechat_channel(wechat, wechat_ids, s.notify_wechat_url),
+    }
+
+
+@dataclass
+class Notify:
+    """The wired service: Faust app, decider, sender and the HTTP client they share."""
+
+    app: faust.App
+    processor: Processor
+    state: NotifyState
+    sender: Sender
+    client: httpx.AsyncClient
+
+
+def build(settings: NotifySettings, bootstrap: str) -> Notify:
+    """The Faust app with the decider attached, and the sender started as one of its tasks."""
+    state = NotifyState(max_age_s=settings.notify_max_age_s)
+    app = make_app("meterflow-notify", bootstrap, settings.snapshot_dir / "faust", settings.notify_faust_port)
+    processor = Processor(
+        app, bootstrap, "notify", INPUTS, state, state, Snapshots(settings.snapshot_dir / "snapshots"),
+        snapshot_every=settings.notify_snapshot_every_s, group_of=one_group,
+    )  # fmt: skip
+    client = httpx.AsyncClient(timeout=settings.notify_http_timeout_s)
+    sender = Sender(
+        bootstrap, channels(settings, client), state.settings_for, DeliveryPolicy(settings.limits)
+    )
+    notify = Notify(app, processor, state, sender, client)
+    stop = asyncio.Event()
+    running: list[asyncio.Task[None]] = []
+
+    @app.task
+    async def start_sender() -> None:
+        running.append(asyncio.create_task(sender.run(stop)))
+
+    async def stop_sender(sender_: object, **kwargs: object) -> None:
+        stop.set()
+        for task in running:
+            try:
+                await asyncio.wait_for(task, 15)
+            except Exception:  # already logged by the sender; shutting down regardless
+                log.warning("notify sender ended with an error")
+        await client.aclose()
+
+    app.on_before_shutdown.connect(stop_sender)  # type: ignore[arg-type]
+    _serve_http(notify, settings.notify_http_port)
+    return notify
+
+
+def _serve_http(notify: Notify, port: int) -> None:
+    registry = CollectorRegistry()
+    rows = Gauge("mf_notify_sends", "send-log rows by status", ["status"], registry=registry)
+    outcomes = Gauge("mf_notify_outcomes", "outcomes since start", ["outcome"], registry=registry)
+    waiting = Gauge("mf_notify_waiting", "requests waiting for their account", registry=registry)
+    web = FastAPI(title="meterflow notify", docs_url=None, redoc_url=None)
+    sender, processor = notify.sender, notify.processor
+
+    @web.get("/healthz")
+    def healthz(response: Response) -> dict[str, str]:
+        if sender.error is not None:  # the sender loop died: restart the process
+            response.status_code = 503
+            return {"status": "sender stopped", "error": repr(sender.error)}
+        return {"status": "ok"}
+
+    @web.get("/readyz")
+    def readyz(response: Response) -> dict[str, object]:
+        ready = bool(processor.owned) and sender.ready and sender.error is None
+        response.status_code = 200 if ready else 503
+        return {
+            "ready": ready,
+            "decider_events": processor.stats.events,
+            "sender_caught_up": sender.ready,
+            "sender_error": repr(sender.error) if sender.error else None,
+            "waiting": sender.waiting,
+        }
+
+    @web.get("/metrics")
+    def metrics() -> Response:
+        for status, count in sender.sendlog.counts().items():
+            rows.labels(status).set(count)
+        stats = sender.stats
+        for name in ("delivered", "failed", "dead_lettered", "suppressed"):
+            outcomes.labels(name).set(getattr(stats, name))
+        waiting.set(sender.waiting)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @web.get("/sends")
+    def sends(
+        response: Response,
+        account_id: str | None = None,
+        recipient: str | None = None,
+        status: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[dict[str, object]]:
+        if status is not None and status not in STATUSES:
+            response.status_code = 422
+            return [{"error": f"status must be one of {sorted(STATUSES)}"}]
+        return sender.sendlog.query(account_id, recipient, status, limit)
+
+    server = HttpServer(web, "0.0.0.0", port)
+
+    @notify.app.task
+    async def start_http() -> None:
+        await server.start()
+
+    async def stop_http(sender_: object, **kwargs: object) -> None:
+        await server.stop()
+
+    notify.app.on_before_shutdown.connect(stop_http)  # type: ignore[arg-type]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `meterflow notify`."""
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `meterflow notify`."""
+    try:
+        settings = load(NotifySettings)
+        if args.check_config:
+            print(f"configuration ok: {settings.model_dump_json()}")
+            return 0
+        if not settings.kafka_bootstrap:
+            raise ConfigError("MF_KAFKA_BOOTSTRAP: required (meterflow dev sets it)")
+        check_reachable(settings.kafka_bootstrap)
+    except (ConfigError, BrokerError) as exc:
+        print(f"meterflow notify: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    for kind, provider in (
+        ("SMS", settings.notify_sms_provider),
+        ("WECHAT", settings.notify_wechat_provider),
+    ):
+        if provider == "memory":
+            log.warning("MF_NOTIFY_%s_PROVIDER=memory: messages are logged, NOT sent", kind)
+    ensure_topics(settings.kafka_bootstrap, CATALOGUE)
+    notify = build(settings, settings.kafka_bootstrap)
+    worker = faust.Worker(notify.app, loglevel="INFO", quiet=True)
+    worker.execute_from_commandline()
+    return 0

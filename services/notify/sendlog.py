@@ -1,0 +1,113 @@
+"""The queryable send log: one row per notification, folded from the mf.notifications facts
+(plus deferrals, which live only in the running sender), newest last, bounded in size.
+
+A row never leaves a final state (delivered, failed, suppressed) for an earlier one, so reading
+the topic again after a restart, or a late read-back of an older attempt, cannot regress it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from libs.events.base import Event
+from libs.events.notify import (
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSuppressed,
+)
+
+FINAL = frozenset({"delivered", "failed", "suppressed"})
+STATUSES = frozenset({"requested", "deferred", "retrying", *FINAL})
+
+
+@dataclass
+class SendRecord:
+    notification_id: str
+    account_id: str
+    channel: str
+    recipient: str
+    template: str
+    requested_at: datetime
+    status: str = "requested"
+    attempts: int = 0
+    updated_at: datetime | None = None
+    provider: str = ""
+    provider_message_id: str = ""
+    detail: str = ""
+
+
+class SendLog:
+    """Rows by notification id; the oldest rows go once ``capacity`` is exceeded."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self.rows: OrderedDict[str, SendRecord] = OrderedDict()
+
+    def apply(self, event: Event) -> None:
+        """Fold one fact of mf.notifications (other types are ignored)."""
+        if isinstance(event, NotificationRequested):
+            if event.notification_id not in self.rows:
+                self.rows[event.notification_id] = SendRecord(
+                    event.notification_id,
+                    event.account_id or "",
+                    str(event.channel),
+                    event.recipient,
+                    event.template,
+                    event.time,
+                    updated_at=event.time,
+                )
+                while len(self.rows) > self.capacity:
+                    self.rows.popitem(last=False)
+            return
+        row = self.rows.get(getattr(event, "notification_id", ""))
+        if row is None or row.status in FINAL:
+            return
+        row.updated_at = event.time
+        if isinstance(event, NotificationDelivered):
+            row.status, row.attempts = "delivered", max(row.attempts, event.attempt)
+            row.provider, row.provider_message_id, row.detail = event.provider, event.provider_message_id, ""
+        elif isinstance(event, NotificationFailed):
+            if event.attempt < row.attempts:
+                return
+            row.status = "retrying" if event.will_retry else "failed"
+            row.attempts, row.provider, row.detail = event.attempt, event.provider, event.reason
+        elif isinstance(event, NotificationSuppressed):
+            row.status, row.detail = "suppressed", event.reason
+
+    def deferred(self, notification_id: str, at: datetime, detail: str) -> None:
+        """The sender held a request back (quiet hours, rate limit) until a later time."""
+        row = self.rows.get(notification_id)
+        if row is not None and row.status not in FINAL:
+            row.status, row.updated_at, row.detail = "deferred", at, detail
+
+    def query(
+        self,
+        account_id: str | None = None,
+        recipient: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` rows matching every filter given, newest first."""
+        out: list[dict[str, Any]] = []
+        for row in reversed(self.rows.values()):
+            if account_id is not None and row.account_id != account_id:
+                continue
+            if recipient is not None and row.recipient != recipient:
+                continue
+            if status is not None and row.status != status:
+                continue
+            out.append(asdict(row))
+            if len(out) >= limit:
+                break
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status."""
+        counts = dict.fromkeys(sorted(STATUSES), 0)
+        for row in self.rows.values():
+            counts[row.status] += 1
+        return counts

@@ -1,0 +1,70 @@
+"""The send log: folded from facts, filtered by account, recipient and status, never regressing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from libs.events.notify import (
+    Channel,
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationRequested,
+    NotificationSuppressed,
+)
+from services.notify.sendlog import SendLog
+
+T = datetime(2026, 11, 21, 4, 0, tzinfo=UTC)
+
+
+def requested(nid: str, account: str = "acc-1", recipient: str = "+8613800138000") -> NotificationRequested:
+    return NotificationRequested(
+        project_id="p", subject_id=recipient, notification_id=nid, channel=Channel.SMS, recipient=recipient,
+        template="arrears", account_id=account, time=T,
+    )  # fmt: skip
+
+
+def failed(nid: str, attempt: int, will_retry: bool) -> NotificationFailed:
+    return NotificationFailed(
+        project_id="p", subject_id="x", notification_id=nid, channel=Channel.SMS, provider="aliyun",
+        reason="server:http_503", attempt=attempt, will_retry=will_retry, time=T + timedelta(seconds=attempt),
+    )  # fmt: skip
+
+
+def test_statuses_follow_the_facts_and_final_ones_stay() -> None:
+    sends = SendLog()
+    sends.apply(requested("n1"))
+    sends.apply(failed("n1", 1, True))
+    assert sends.query()[0]["status"] == "retrying"
+    sends.deferred("n1", T, "rate_limited")
+    assert sends.query()[0]["status"] == "deferred"
+    delivered = NotificationDelivered(
+        project_id="p", subject_id="x", notification_id="n1", channel=Channel.SMS, provider="aliyun",
+        provider_message_id="biz-1", attempt=2,
+    )  # fmt: skip
+    sends.apply(delivered)
+    sends.apply(failed("n1", 1, True))  # a late read-back of an older attempt
+    sends.deferred("n1", T, "quiet_hours")
+    row = sends.query()[0]
+    assert (row["status"], row["attempts"], row["provider_message_id"]) == ("delivered", 2, "biz-1")
+    sends.apply(requested("n1"))  # a replayed request does not reset the row
+    assert sends.query()[0]["status"] == "delivered"
+
+
+def test_query_filters_and_orders_newest_first() -> None:
+    sends = SendLog(capacity=3)
+    for nid, account, recipient in [
+        ("a", "acc-1", "+1"),
+        ("b", "acc-2", "+2"),
+        ("c", "acc-1", "+3"),
+        ("d", "acc-1", "+3"),
+    ]:
+        sends.apply(requested(nid, account, recipient))
+    sends.apply(failed("c", 5, False))
+    sends.apply(NotificationSuppressed(project_id="p", subject_id="x", notification_id="d", channel=Channel.SMS,
+                                       reason="duplicate"))  # fmt: skip
+    assert [r["notification_id"] for r in sends.query()] == ["d", "c", "b"]  # "a" fell out (capacity 3)
+    assert [r["notification_id"] for r in sends.query(account_id="acc-1")] == ["d", "c"]
+    assert [r["notification_id"] for r in sends.query(recipient="+3", status="failed")] == ["c"]
+    assert [r["notification_id"] for r in sends.query(status="suppressed")] == ["d"]
+    assert sends.query(limit=1)[0]["notification_id"] == "d"
+    assert sends.counts()["failed"] == 1 and sends.counts()["requested"] == 1
