@@ -205,6 +205,7 @@ class Processor:
         self._dead_letters: set[asyncio.Future[Any]] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self._generation = 0
+        self._writing: asyncio.Future[None] | None = None
         channel = app.topic(*self.topics, key_serializer="raw", value_serializer="raw")
         app.agent(channel, name=f"{name}-agent")(self._run)
         # Faust's signal stubs do not admit coroutine receivers with keyword arguments; they work.
@@ -269,14 +270,28 @@ class Processor:
         async with self._lock:
             await self._snapshot(sorted(self.owned))
 
-    async def _snapshot(self, partitions: Sequence[int]) -> None:
+    async def _snapshot(self, partitions: Sequence[int], wait: bool = True) -> None:
+        """Snapshot ``partitions``: state and offsets are taken now; the files are written in a
+        thread, in order, and awaited only when ``wait`` (revocation, shutdown) — a periodic
+        snapshot must not hold the next batch for an fsync."""
         await self.app.producer.flush()  # outputs of everything in the snapshot are on the broker
-        for partition in partitions:
-            self.snapshots.write(
-                partition, self.next_offsets.get(partition, {}), self.state.snapshot(partition)
-            )
+        items = [(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions]
         self.stats.snapshots += 1
         self._last_snapshot = time.monotonic()
+        previous = self._writing
+
+        async def write() -> None:
+            if previous is not None:
+                await previous
+            await asyncio.to_thread(self._write, items)
+
+        self._writing = asyncio.ensure_future(write())
+        if wait:
+            await self._writing
+
+    def _write(self, items: Sequence[tuple[int, dict[str, int], bytes]]) -> None:
+        for partition, offsets, blob in items:
+            self.snapshots.write(partition, offsets, blob)
 
     async def _run(self, stream: faust.StreamT) -> None:
         batches = stream.take_events(self.batch_size, within=self.within)  # type: ignore[attr-defined]
@@ -305,7 +320,7 @@ class Processor:
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
         if time.monotonic() - self._last_snapshot >= self.snapshot_every:
-            await self._snapshot(sorted(self.owned))
+            await self._snapshot(sorted(self.owned), wait=False)
 
     async def _catch_up(self, tps: Sequence[TP], generation: int) -> None:
         """Apply every assigned partition from the restored offset to the current end of the log."""
