@@ -18,7 +18,7 @@ from libs.events.acquisition import (
     SwitchState,
 )
 from libs.events.base import utcnow
-from libs.events.control import Action, CommandAcknowledged, CommandRequested, CommandSent
+from libs.events.control import Action, CommandAcknowledged, CommandFailed, CommandRequested, CommandSent
 from libs.protocols.simulator.faults import LinkFault
 from services.acquisition.engine import EngineConfig
 from services.acquisition.schedule import Cron, JobKind, Schedule
@@ -113,3 +113,28 @@ async def test_daily_frozen_values_are_read_back_and_labelled(bootstrap: str, tm
             assert registers[Rate.TOTAL] == pytest.approx(Decimal(str(snap.total)))
             assert not seen.of(ReadingRecorded, meter_id=E1, frozen=None)  # no live read was due
             await seen.close()
+
+
+async def test_a_command_for_another_bus_is_not_held_behind_a_slow_one(
+    bootstrap: str, tmp_path: Path
+) -> None:
+    async with running_site() as site, running_service(site, bootstrap, tmp_path) as run:
+        seen = Collector(bootstrap, run.project_id).start()
+        await seen.wait_for(lambda: seen.of(MeterOnline, meter_id="m/1"))
+        site.set_offline(E1)  # its trip will time out and be retried on bus "e"
+
+        def trip(meter_id: str, command_id: str) -> CommandRequested:
+            return CommandRequested(
+                project_id=run.project_id, subject_id=meter_id, command_id=command_id, meter_id=meter_id,
+                action=Action.TRIP, requested_by="op", reason="test",
+            )  # fmt: skip
+
+        async with producer(bootstrap) as p:
+            slow, fast = trip(E1, "cmd-slow"), trip("m/1", "cmd-fast")
+            await p.send_and_wait(slow.TOPIC, run.service.outbox.codec.encode(slow), key=slow.key)
+            await seen.wait_for(lambda: seen.of(CommandSent, command_id="cmd-slow"))
+            await p.send_and_wait(fast.TOPIC, run.service.outbox.codec.encode(fast), key=fast.key)
+        [failed] = await seen.wait_for(lambda: seen.of(CommandFailed, command_id="cmd-slow"))
+        [acked] = await seen.wait_for(lambda: seen.of(CommandAcknowledged, command_id="cmd-fast"))
+        assert acked.time < failed.time  # bus "m" did not wait for the retries on bus "e"
+        await seen.close()
