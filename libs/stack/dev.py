@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from libs.events.topics import CATALOGUE
 from libs.settings import CommonSettings, ConfigError, load
@@ -55,6 +55,25 @@ class DevSettings(CommonSettings):
     clickhouse_http_port: int = Field(
         default=0, ge=0, le=65535, description="port of the chDB store's ClickHouse HTTP interface; 0 = free"
     )
+    services: str = Field(
+        default="all",
+        description="services to start: all, none, or a comma list of simulate, acquisition, billing, "
+        "control, notify, api",
+    )
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, value: str) -> str:
+        names = {n.strip() for n in value.split(",") if n.strip()}
+        unknown = names - {"all", "none", *(spec.name for spec in SERVICES)}
+        if unknown:
+            raise ValueError(f"unknown service(s) {sorted(unknown)}")
+        return value
+
+    def wants(self, name: str) -> bool:
+        """Whether the stack should start service ``name``."""
+        names = {n.strip() for n in self.services.split(",")}
+        return "all" in names or name in names
 
 
 @dataclass(frozen=True)
@@ -168,6 +187,8 @@ class Stack:
         await self.sink.start()
         self.sink_task = asyncio.create_task(self.sink.run(self.stop_sink))
         for spec in SERVICES:
+            if not self.settings.wants(spec.name):
+                continue
             if spec.name == "simulate" and not self.settings.simulate:
                 continue
             if spec.name == "acquisition" and not self.simulator_file:
