@@ -107,9 +107,15 @@ class Codec:
         )
         return head + b'","events":[' + b",".join(self.encode(e) for e in events) + b"]}"
 
-    def decode(self, value: bytes) -> list[Event]:
-        """All events in one message value: one, several (a batch) or none (an unknown type)."""
-        if value.startswith(_BATCH_PREFIX):  # our own batches: one pass of the Rust JSON parser
+    def decode(self, value: bytes, ignore: frozenset[str] = frozenset()) -> list[Event]:
+        """All events in one message value: one, several (a batch) or none (an unknown type).
+
+        Events whose wire type is in ``ignore`` are dropped before validation (a consumer's own
+        outputs on a topic it reads, say): cheap to skip, and never counted as unknown.
+        """
+        if value.startswith(_BATCH_PREFIX):
+            if BATCH_TYPE in ignore or ReadingRecorded.TYPE in ignore:
+                return []  # our own batches: one pass of the Rust JSON parser
             try:
                 return list(_ReadingBatch.model_validate_json(value).readings)
             except ValidationError as exc:
@@ -124,7 +130,14 @@ class Codec:
             items = doc.get("events")
             if not isinstance(items, list):
                 raise EventDecodeError(f"{EVENT_BATCH_TYPE}: 'events' is not a list")
-            return [event for item in items for event in self._one(item)]
+            return [
+                event
+                for item in items
+                if not (ignore and isinstance(item, dict) and item.get("type") in ignore)
+                for event in self._one(item)
+            ]
+        if doc["type"] in ignore:
+            return []
         if doc["type"] == BATCH_TYPE:
             try:
                 return list(_ReadingBatch.model_validate(doc).readings)

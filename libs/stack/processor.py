@@ -191,11 +191,13 @@ class Processor:
         snapshot_every: float = 5.0,
         group_of: Callable[[str, int], int] = lambda topic, partition: partition,
         tick_every: float | None = None,
+        ignore: frozenset[str] = frozenset(),
     ) -> None:
         self.app, self.bootstrap, self.name, self.topics = app, bootstrap, name, tuple(topics)
         self.handler, self.state, self.snapshots = handler, state, snapshots
         self.batch_size, self.within, self.snapshot_every = batch_size, within, snapshot_every
         self.group_of = group_of
+        self.ignore = ignore  # wire types dropped before validation (e.g. our own outputs)
         self.codec = Codec()
         self.stats = ProcessorStats()
         self.owned: set[int] = set()
@@ -419,7 +421,7 @@ class Processor:
         for msg in messages:
             self.stats.records += 1
             try:
-                decoded = self.codec.decode(msg.value)
+                decoded = self.codec.decode(msg.value, self.ignore)
             except EventDecodeError as exc:
                 self._dead_letter(msg, str(exc))
                 continue

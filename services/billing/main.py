@@ -17,7 +17,7 @@ from libs.stack.processor import Processor, Snapshots, make_app
 from libs.stack.runtime import HttpServer, setup_logging
 from services.billing.replay import replay
 from services.billing.settings import BillingSettings
-from services.billing.worker import INPUTS, BillingState, alarm_config, one_group
+from services.billing.worker import INPUTS, OWN_OUTPUTS, BillingState, alarm_config, one_group
 
 
 def build(settings: BillingSettings, bootstrap: str) -> tuple[faust.App, Processor]:
@@ -32,7 +32,7 @@ def build(settings: BillingSettings, bootstrap: str) -> tuple[faust.App, Process
     processor = Processor(
         app, bootstrap, "billing", INPUTS, state, state, Snapshots(settings.snapshot_dir / "snapshots"),
         batch_size=settings.billing_batch_size, snapshot_every=settings.billing_snapshot_every_s,
-        group_of=one_group,
+        group_of=one_group, ignore=OWN_OUTPUTS,
     )  # fmt: skip
     _serve_health(app, processor, settings.billing_http_port)
     return app, processor

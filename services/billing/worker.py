@@ -22,7 +22,15 @@ from collections.abc import Sequence
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event
-from libs.events.billing import AccountOpened, AlarmThresholdsSet, TariffPublished
+from libs.events.billing import (
+    AccountOpened,
+    AlarmThresholdsSet,
+    BalanceChanged,
+    ChargeApplied,
+    MeterFrozen,
+    SettlementIssued,
+    TariffPublished,
+)
 from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 3  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
+# Billing's own outputs on mf.billing: consequences, never causes — skipped before validation.
+OWN_OUTPUTS = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
 

@@ -51,3 +51,19 @@ def test_unknown_items_are_skipped_and_counted_bad_items_are_errors() -> None:
         codec.decode(orjson.dumps(doc))
     with pytest.raises(EventDecodeError, match="not a list"):
         codec.decode(b'{"type":"%s","events":{}}' % EVENT_BATCH_TYPE.encode())
+
+
+def test_ignored_types_are_dropped_before_validation_in_every_form() -> None:
+    codec = Codec()
+    keep = RechargeAccepted(
+        event_id="r1", project_id="p", subject_id="a1", account_id="a1", amount_fen=5,
+        idempotency_key="k", operator_id="op", channel="cash",
+    )  # fmt: skip
+    ignore = frozenset({BalanceChanged.TYPE})
+    doc = orjson.loads(codec.encode_events([balance("a1", 1), keep]))
+    doc["events"].insert(0, {"type": BalanceChanged.TYPE, "delta_fen": "not even valid"})
+    assert codec.decode(orjson.dumps(doc), ignore) == [keep]
+    assert codec.decode(codec.encode(balance("a1", 2)), ignore) == []
+    assert not codec.skipped  # ignored is not unknown
+    with pytest.raises(EventDecodeError):  # without the filter the bad item is an error
+        codec.decode(orjson.dumps(doc))
