@@ -160,6 +160,16 @@ class CommandExecutor:
             confirmed = (await driver.relay_state(bus, address, Priority.COMMAND)).value
         elif cmd.action == Action.TIME_SYNC:
             confirmed = await self._time_sync(bus, driver)
+        elif cmd.action == Action.SET_PARAMETER and cmd.params.get("operation") == "parameters":
+            # Control's parameter download (C8): prices and alarm limits, written and read back.
+            if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
+                raise Unsupported(f"parameter download needs DL/T 645-2007, not {meter.protocol}")
+            params = {k: v for k, v in cmd.params.items() if k not in ("operation", "effective_from")}
+            try:
+                written = await driver.write_parameters(bus, address, params)
+            except ValueError as exc:
+                raise Unsupported(str(exc)) from None
+            confirmed = ",".join(f"{di}={value}" for di, value in written.items())
         else:
             raise Unsupported(f"action {cmd.action.value} is not carried by acquisition")
         return [CommandAcknowledged(**self._common(cmd, "acknowledged"), confirmed_state=confirmed)]

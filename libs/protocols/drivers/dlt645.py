@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from types import ModuleType
 from typing import Any
 
@@ -33,6 +33,18 @@ from libs.protocols.drivers.base import (
 from libs.protocols.transaction import Bus, Priority
 
 CHINA = timezone(timedelta(hours=8))
+# Platform parameters (control's parameter download, C8) → DL/T 645-2007 data items (appendix A):
+# prices are fen per unit on the platform and XXXX.XXXX yuan on the meter (第一套费率电价, rate 1
+# for a single price); alarm limits fen → XXXXXX.XX yuan (报警金额1/2限值).
+PARAMETER_ITEMS: dict[str, tuple[str, Decimal]] = {
+    "price.total": ("04050101", Decimal("0.0001")),
+    "price.sharp": ("04050101", Decimal("0.0001")),
+    "price.peak": ("04050102", Decimal("0.0001")),
+    "price.flat": ("04050103", Decimal("0.0001")),
+    "price.valley": ("04050104", Decimal("0.0001")),
+    "alarm1_fen": ("04001001", Decimal("0.01")),
+    "alarm2_fen": ("04001002", Decimal("0.01")),
+}
 PREAMBLE = 4  # FE bytes meters put before replies, counted in the expected reply size
 _RATE_NAMES = {
     Rate.TOTAL: "total",
@@ -274,6 +286,50 @@ class Dlt645Driver:
             names = link.error_names(ack.error_code or 0, dlt645.ERRORS)
             raise CommandRejected(f"relay {action.name.lower()} {addr}", ",".join(names), ack)
         return ack
+
+    async def write_parameters(self, bus: Bus, address: str, params: dict[str, str]) -> dict[str, Decimal]:
+        """Write platform parameters (``PARAMETER_ITEMS`` keys, values in fen) with 14H, then
+        read each back. Returns DI → value written (yuan). ValueError for a key this edition
+        cannot hold (e.g. tier tables); CommandRejected when the meter refuses a write or a
+        value reads back different.
+        """
+        if self.edition is not EDITION_2007:
+            raise NotImplementedError("DL/T 645-1997 parameter download is not supported")
+        unknown = sorted(set(params) - set(PARAMETER_ITEMS))
+        if unknown:
+            raise ValueError(f"DL/T 645-2007 meters cannot hold {unknown}")
+        values: dict[str, Decimal] = {}
+        for key, text in sorted(params.items()):
+            di, step = PARAMETER_ITEMS[key]
+            try:
+                values[di] = (Decimal(text) / 100).quantize(step, rounding=ROUND_HALF_UP)
+            except ArithmeticError:  # decimal.InvalidOperation: not a number
+                raise ValueError(f"{key}={text!r} is not an amount in fen") from None
+        addr = address.zfill(12)
+        write_fn = dlt645.Function.WRITE
+        for di, value in values.items():
+            request = dlt645.write(addr, di, catalogue.encode_data(di, value), self.password, self.operator)
+            ack: dlt645.Frame = await bus.transact(
+                dlt645.encode(request),
+                reply_size=PREAMBLE + 12,
+                accept=lambda f: bool(f.reply and f.address == addr and f.function == write_fn),
+                priority=Priority.COMMAND,
+            )
+            if ack.error:
+                names = link.error_names(ack.error_code or 0, dlt645.ERRORS)
+                raise CommandRejected(f"write {di} to {addr}", ",".join(names), ack)
+        for di, value in values.items():
+            request = dlt645.read(addr, di)
+            reply: dlt645.Frame = await bus.transact(
+                dlt645.encode(request),
+                reply_size=PREAMBLE + 16 + catalogue.lookup(di).size,  # type: ignore[union-attr]
+                accept=lambda f: bool(f.reply and f.address == addr and f.function == dlt645.Function.READ),
+                priority=Priority.COMMAND,
+            )
+            read = None if reply.error else next(iter(dlt645.values(reply).values()))[0]
+            if read != value:
+                raise CommandRejected(f"write {di} to {addr}", f"reads back {read}, wrote {value}", reply)
+        return values
 
     async def sync_time(self, bus: Bus, when: datetime) -> None:
         """Broadcast time synchronisation 08H (no reply); ``when`` is converted to ``tz``."""

@@ -138,3 +138,35 @@ async def test_a_command_for_another_bus_is_not_held_behind_a_slow_one(
         [acked] = await seen.wait_for(lambda: seen.of(CommandAcknowledged, command_id="cmd-fast"))
         assert acked.time < failed.time  # bus "m" did not wait for the retries on bus "e"
         await seen.close()
+
+
+async def test_parameter_download_is_written_and_read_back(bootstrap: str, tmp_path: Path) -> None:
+    async with running_site() as site, running_service(site, bootstrap, tmp_path) as run:
+        seen = Collector(bootstrap, run.project_id).start()
+        await seen.wait_for(lambda: seen.of(MeterOnline, meter_id=E1))
+
+        def download(command_id: str, meter_id: str, **params: str) -> CommandRequested:
+            return CommandRequested(
+                project_id=run.project_id, subject_id=meter_id, command_id=command_id, meter_id=meter_id,
+                action=Action.SET_PARAMETER, requested_by="policy:parameters", reason="tariff v2",
+                params={"operation": "parameters", "effective_from": "2026-11-21T00:00:00+08:00", **params},
+            )  # fmt: skip
+
+        prices = download(
+            "p-ok", E1, **{"price.peak": "56.83", "price.valley": "28.83", "alarm1_fen": "2500"}
+        )
+        tiers = download("p-tier", E1, **{"tier.1.up_to": "240"})
+        modbus = download("p-mb", "m/1", **{"price.total": "50"})
+        async with producer(bootstrap) as p:
+            for cmd in (prices, tiers, modbus):
+                await p.send_and_wait(cmd.TOPIC, run.service.outbox.codec.encode(cmd), key=cmd.key)
+        [ack] = await seen.wait_for(lambda: seen.of(CommandAcknowledged, command_id="p-ok"))
+        assert ack.confirmed_state == "04001001=25.00,04050102=0.5683,04050104=0.2883"
+        state = site.meter(E1).state
+        assert state.tariff_prices["peak"] == pytest.approx(0.5683)
+        assert state.tariff_prices["valley"] == pytest.approx(0.2883)
+        assert state.settings["alarm_amount_1_limit"] == Decimal("25.00")
+        for command_id in ("p-tier", "p-mb"):  # what a meter cannot hold fails, typed, not retried
+            [failed] = await seen.wait_for(lambda c=command_id: seen.of(CommandFailed, command_id=c))
+            assert failed.reason.startswith("unsupported") and not failed.will_retry
+        await seen.close()
