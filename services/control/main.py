@@ -35,7 +35,9 @@ def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Process
         settings.control_max_attempts, settings.control_backoff_s, settings.control_backoff_factor,
         settings.control_max_backoff_s, settings.control_attempt_timeout_s, settings.control_command_timeout_s,
     )  # fmt: skip
-    state = ControlState(retry, end_offsets=lambda: end_offsets(bootstrap, INPUTS))
+    state = ControlState(
+        retry, end_offsets=lambda: end_offsets(bootstrap, INPUTS), parameter_models=settings.parameter_models
+    )
     app = make_app(
         "meterflow-control", bootstrap, settings.snapshot_dir / "faust", settings.control_faust_port
     )

@@ -29,6 +29,11 @@ class ControlSettings(CommonSettings):
     control_command_timeout_s: float = Field(
         default=900.0, gt=0, description="a command not acknowledged by then times out (alarm)"
     )
+    control_parameter_models: str = Field(
+        default="DDSY,DTSY,DSSY",
+        description="meter model prefixes that keep prices and alarm limits (parameter download, C8); "
+        "comma separated, empty = none",
+    )
     control_state_dir: Path | None = Field(
         default=None, description="snapshots; default MF_STATE_DIR/control"
     )
@@ -38,6 +43,11 @@ class ControlSettings(CommonSettings):
         if self.control_attempt_timeout_s > self.control_command_timeout_s:
             raise ValueError("MF_CONTROL_ATTEMPT_TIMEOUT_S must not exceed MF_CONTROL_COMMAND_TIMEOUT_S")
         return self
+
+    @property
+    def parameter_models(self) -> tuple[str, ...]:
+        """Model prefixes (upper case) that get parameter downloads."""
+        return tuple(m.strip().upper() for m in self.control_parameter_models.split(",") if m.strip())
 
     @property
     def snapshot_dir(self) -> Path:

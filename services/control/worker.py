@@ -47,7 +47,14 @@ from datetime import UTC, datetime
 
 from libs.events.acquisition import MeterRegistered, ReadingRecorded
 from libs.events.base import Event, event_id_for
-from libs.events.billing import AccountOpened, AlarmCleared, AlarmKind, AlarmRaised
+from libs.events.billing import (
+    AccountOpened,
+    AlarmCleared,
+    AlarmKind,
+    AlarmRaised,
+    AlarmThresholdsSet,
+    TariffPublished,
+)
 from libs.events.codec import Codec
 from libs.events.control import (
     Action,
@@ -59,15 +66,21 @@ from libs.events.control import (
     CommandTimedOut,
     OperatorFact,
 )
-from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC
+from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.processor import Inbound, Outbound
 from services.control.domain import batch as batches
 from services.control.domain import directory as dirs
-from services.control.domain import lifecycle, policy
+from services.control.domain import lifecycle, parameters, policy
 from services.control.domain.lifecycle import ENDED, CommandView, MeterCommands, RetryPolicy
 from services.control.domain.policy import MeterPolicy
 
-INPUTS = (REGISTRY_TOPIC.name, BILLING.name, ALARMS.name, READINGS.name, COMMANDS.name, CONTROL.name)
+INPUTS = (
+    REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, ALARMS.name, READINGS.name, COMMANDS.name, CONTROL.name,
+)  # fmt: skip
+# Meter models that keep prices and alarm limits themselves (local prepaid, 本地费控): they get
+# parameter downloads. DDSY / DTSY / DSSY: single-phase, three-phase four-wire and three-wire
+# prepaid electricity meters (GB/T 17215 model codes). Remote-prepaid meters need none.
+PARAMETER_MODELS = ("DDSY", "DTSY", "DSSY")
 RETRIABLE = ("no_reply", "bad_reply", "transport", "not_confirmed")
 LIFECYCLE = (CommandRequested, CommandSent, CommandAcknowledged, CommandFailed, CommandTimedOut)
 POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRequested, OperatorFact)
@@ -109,14 +122,23 @@ class Snapshot:
     batches: dict[str, BatchRequested]
     active: set[MeterKey] = field(default_factory=set)
     positions: dict[str, int] = field(default_factory=dict)
+    parameter_books: dict[str, parameters.ParameterBook] = field(default_factory=dict)
+    models: dict[MeterKey, str] = field(default_factory=dict)
 
 
 class ControlState:
     """Handler and partition state of the control processor."""
 
-    def __init__(self, retry: RetryPolicy | None = None, end_offsets: EndOffsets | None = None) -> None:
-        """``end_offsets`` reads the inputs' end offsets (None: never treat input as a replay)."""
+    def __init__(
+        self,
+        retry: RetryPolicy | None = None,
+        end_offsets: EndOffsets | None = None,
+        parameter_models: Sequence[str] = PARAMETER_MODELS,
+    ) -> None:
+        """``end_offsets`` reads the inputs' end offsets (None: never treat input as a replay);
+        meters whose model starts with one of ``parameter_models`` get parameter downloads."""
         self.retry = retry or RetryPolicy()
+        self.parameter_models = tuple(parameter_models)
         self.end_offsets = end_offsets
         self.codec = Codec()
         self.generation = 0
@@ -135,6 +157,8 @@ class ControlState:
         self.ends: dict[str, int] | None = None  # end offsets at restore (None: being read)
         self.last_historic = 0.0  # monotonic time of the latest historic record
         self.held: dict[MeterKey, dict[str, CommandRequested]] = {}  # meter → channel → command
+        self.parameter_books: dict[str, parameters.ParameterBook] = {}  # per project (C8)
+        self.models: dict[MeterKey, str] = {}  # meter → model, for parameter downloads
 
     # --- PartitionState -------------------------------------------------------------------
     def restore(self, partition: int, blob: bytes | None) -> None:
@@ -145,6 +169,7 @@ class ControlState:
             self.directory, self.meters, self.attempts = snap.directory, snap.meters, snap.attempts
             self.index, self.batches, self.active = snap.index, snap.batches, snap.active
             self.positions = snap.positions
+            self.parameter_books, self.models = snap.parameter_books, snap.models
             for meter in self.meters.values():  # configuration wins over the snapshot's
                 meter.commands = _with_policy(meter.commands, self.retry)
         self._begin_replay()
@@ -152,8 +177,9 @@ class ControlState:
     def snapshot(self, partition: int) -> bytes:
         """The state as bytes (folds are immutable; the containers are pickled as they are)."""
         snap = Snapshot(
-            self.directory, self.meters, self.attempts, self.index, self.batches, self.active, self.positions
-        )
+            self.directory, self.meters, self.attempts, self.index, self.batches, self.active, self.positions,
+            self.parameter_books, self.models,
+        )  # fmt: skip
         return pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
 
     def forget(self, partition: int) -> None:
@@ -189,6 +215,9 @@ class ControlState:
         """Apply one fact; return the facts it causes (already applied to the state).
 
         ``hold``: the fact is historic (a replay): commands it causes are held, not returned."""
+        return self._parameters(fact) + self._fold(fact, hold)
+
+    def _fold(self, fact: Event, hold: bool) -> list[Event]:
         if isinstance(fact, AccountOpened):
             self.directory = dirs.apply(self.directory, fact)
             return []
@@ -219,6 +248,30 @@ class ControlState:
         for meter_id in meter_ids:
             out += self._on_meter(self._meter(fact.project_id, meter_id), fact, hold)
         return out
+
+    def _parameters(self, fact: Event) -> list[Event]:
+        """Parameter downloads (C8) to meters that keep prices and limits; tracked like any
+        command. Ids derive from the fact and the meter, so a replay repeats them harmlessly."""
+        book = self.parameter_books.get(fact.project_id) or parameters.ParameterBook(fact.project_id)
+        if isinstance(fact, MeterRegistered):  # its model may arrive after its account: catch up
+            self.models[(fact.project_id, fact.meter_id)] = fact.model
+            owners = [a for a in book.accounts.values() if fact.meter_id in a.meter_ids]
+            found = [parameters.download(book, a.account_id, fact.meter_id, fact, fact.time) for a in owners]
+            candidates = [c for c in found if c is not None]
+        elif isinstance(fact, TariffPublished | AccountOpened | AlarmThresholdsSet | CommandRequested):
+            candidates = parameters.decide(book, fact, fact.time)
+        else:
+            return []
+        wanted = [c for c in candidates if self._keeps_parameters(c.project_id, c.meter_id)]
+        book = parameters.apply(book, fact)
+        for command in wanted:
+            book = parameters.apply(book, command)
+            self._lifecycle(self._meter(command.project_id, command.meter_id), command)
+        self.parameter_books[fact.project_id] = book
+        return list(wanted)
+
+    def _keeps_parameters(self, project_id: str, meter_id: str) -> bool:
+        return self.models.get((project_id, meter_id), "").upper().startswith(self.parameter_models)
 
     def _meter(self, project_id: str, meter_id: str) -> Meter:
         key = (project_id, meter_id)

@@ -2,7 +2,7 @@
 
 The book folds ``TariffPublished`` (latest version of each tariff), ``AccountOpened`` (which
 meters use which tariff) and ``AlarmThresholdsSet`` (an account's level-1 / level-2 alarm
-thresholds). After each fact, every affected meter's parameter set is rebuilt and a
+thresholds, or the project's default). After each fact, every affected meter's parameter set is rebuilt and a
 ``CommandRequested(action=set_parameter, params={"operation": "parameters", …})`` is emitted
 only when the set differs from the last one requested for that meter (a republished tariff with
 the same prices, or a redelivered fact, downloads nothing).
@@ -26,22 +26,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic import Field
-
 from libs.events.base import Event, event_id_for
-from libs.events.billing import AccountOpened, TariffPublished
+from libs.events.billing import AccountOpened, AlarmThresholdsSet, TariffPublished
 from libs.events.control import Action, CommandRequested
 
 OPERATION = "parameters"
-
-
-class AlarmThresholdsSet(Event):
-    """An account's balance alarm thresholds changed (subject: account id). See NEEDS.md."""
-
-    account_id: str
-    level1_fen: int = Field(ge=0)
-    level2_fen: int = Field(ge=0)
-    operator_id: str
 
 
 def _sum(components: list[dict[str, Any]]) -> Decimal:
@@ -79,7 +68,7 @@ class ParameterBook:
     project_id: str
     tariffs: dict[str, TariffPublished] = field(default_factory=dict)
     accounts: dict[str, AccountOpened] = field(default_factory=dict)
-    thresholds: dict[str, AlarmThresholdsSet] = field(default_factory=dict)
+    thresholds: dict[str, AlarmThresholdsSet] = field(default_factory=dict)  # account id, or "" (project)
     requested: dict[str, dict[str, str]] = field(default_factory=dict)  # meter → last set asked for
     seen: frozenset[str] = frozenset()
 
@@ -89,7 +78,7 @@ def parameter_set(book: ParameterBook, account_id: str) -> tuple[dict[str, str],
     account = book.accounts[account_id]
     tariff = book.tariffs.get(account.tariff_id)
     params = prices(tariff.definition) if tariff is not None else {}
-    if (limits := book.thresholds.get(account_id)) is not None:
+    if (limits := book.thresholds.get(account_id) or book.thresholds.get("")) is not None:
         params |= {"alarm1_fen": str(limits.level1_fen), "alarm2_fen": str(limits.level2_fen)}
     return params, tariff
 
@@ -102,7 +91,7 @@ def _absorb(book: ParameterBook, event: Event) -> ParameterBook:
     elif isinstance(event, AccountOpened):
         return replace(book, accounts={**book.accounts, event.account_id: event})
     elif isinstance(event, AlarmThresholdsSet):
-        return replace(book, thresholds={**book.thresholds, event.account_id: event})
+        return replace(book, thresholds={**book.thresholds, event.account_id or "": event})
     elif isinstance(event, CommandRequested) and event.params.get("operation") == OPERATION:
         sent = {k: v for k, v in event.params.items() if k not in ("operation", "effective_from")}
         return replace(book, requested={**book.requested, event.meter_id: sent})
@@ -122,35 +111,43 @@ def decide(book: ParameterBook, fact: Event, now: datetime) -> list[CommandReque
     after = _absorb(book, fact)
     if isinstance(fact, TariffPublished):
         affected = [a for a in after.accounts.values() if a.tariff_id == fact.tariff_id]
+    elif isinstance(fact, AlarmThresholdsSet) and fact.account_id is None:  # the project's default
+        affected = list(after.accounts.values())
     elif isinstance(fact, AccountOpened | AlarmThresholdsSet):
         affected = [after.accounts[fact.account_id]] if fact.account_id in after.accounts else []
     else:
         return []
-    out = []
-    for account in affected:
-        params, tariff = parameter_set(after, account.account_id)
-        for meter_id in account.meter_ids:
-            if not params or params == after.requested.get(meter_id):
-                continue
-            cid = event_id_for(book.project_id, "parameters", meter_id, fact.event_id)
-            extra = {"effective_from": tariff.effective_from.isoformat()} if tariff is not None else {}
-            version = f" ({tariff.tariff_id} v{tariff.version})" if tariff is not None else ""
-            out.append(
-                CommandRequested(
-                    event_id=cid,
-                    project_id=book.project_id,
-                    subject_id=meter_id,
-                    time=now,
-                    causation_id=fact.event_id,
-                    correlation_id=fact.correlation_id or fact.event_id,
-                    command_id=cid,
-                    meter_id=meter_id,
-                    action=Action.SET_PARAMETER,
-                    requested_by=getattr(fact, "operator_id", None)
-                    or getattr(fact, "opened_by", None)
-                    or "policy:parameters",
-                    reason=f"parameter download after {type(fact).__name__}{version}",
-                    params={"operation": OPERATION, **params, **extra},
-                )
-            )
-    return out
+    return [
+        command
+        for account in affected
+        for meter_id in account.meter_ids
+        if (command := download(after, account.account_id, meter_id, fact, now)) is not None
+    ]
+
+
+def download(
+    book: ParameterBook, account_id: str, meter_id: str, fact: Event, now: datetime
+) -> CommandRequested | None:
+    """The download that brings ``meter_id`` to its account's set, or None when it has it."""
+    params, tariff = parameter_set(book, account_id)
+    if not params or params == book.requested.get(meter_id):
+        return None
+    cid = event_id_for(book.project_id, "parameters", meter_id, fact.event_id)
+    extra = {"effective_from": tariff.effective_from.isoformat()} if tariff is not None else {}
+    version = f" ({tariff.tariff_id} v{tariff.version})" if tariff is not None else ""
+    return CommandRequested(
+        event_id=cid,
+        project_id=book.project_id,
+        subject_id=meter_id,
+        time=now,
+        causation_id=fact.event_id,
+        correlation_id=fact.correlation_id or fact.event_id,
+        command_id=cid,
+        meter_id=meter_id,
+        action=Action.SET_PARAMETER,
+        requested_by=getattr(fact, "operator_id", None)
+        or getattr(fact, "opened_by", None)
+        or "policy:parameters",
+        reason=f"parameter download after {type(fact).__name__}{version}",
+        params={"operation": OPERATION, **params, **extra},
+    )

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from libs.events import AccountOpened, TariffPublished
-from libs.events.billing import BillingMode
-from services.control.domain.parameters import AlarmThresholdsSet, ParameterBook, apply, decide, prices
+from libs.events.billing import AlarmThresholdsSet, BillingMode
+from services.control.domain.parameters import ParameterBook, apply, decide, prices
 from tests.services.control.helpers import P, at, env
 
 T = at(2024, 1, 1)

@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from libs.events import AccountOpened, AlarmCleared, AlarmRaised
+from libs.events.acquisition import MeterRegistered
 from libs.events.base import Event
-from libs.events.billing import AlarmKind, BillingMode
+from libs.events.billing import AlarmKind, AlarmThresholdsSet, BillingMode, TariffPublished
 from libs.events.codec import Codec
 from libs.events.control import (
     Action,
@@ -239,3 +240,42 @@ async def test_a_command_lost_in_a_crash_is_sent_after_the_replay_with_its_live_
     resent = CODEC.decode(out.value)[0]
     assert isinstance(resent, CommandRequested) and resent.command_id == trip.command_id
     assert resent.time > trip.time  # stamped when sent, so acquisition does not drop it as stale
+
+
+def registered(meter_id: str, model: str) -> MeterRegistered:
+    return MeterRegistered(**env(T, meter_id), meter_id=meter_id, address=meter_id, protocol="dlt645-2007",
+                           model=model, medium="electricity", concentrator_id="c1", bus_id="b1")  # fmt: skip
+
+
+TOU = {"kind": "tou", "prices": {"peak": "56.83", "valley": "28.83"},
+       "schedules": [{"bands": [{"start": "08:00", "rate": "peak"}, {"start": "22:00", "rate": "valley"}]}]}  # fmt: skip
+
+
+def tariff(version: int, definition: dict[str, Any]) -> TariffPublished:
+    return TariffPublished(**env(T, "t1", event_id=f"t1-v{version}"), tariff_id="t1", version=version,
+                           name="t1", effective_from=T, definition=definition)  # fmt: skip
+
+
+def test_parameter_downloads_go_to_meters_that_keep_prices_whatever_the_order() -> None:
+    state = ControlState(POLICY)
+    state.fold(registered("m1", "DDSY1352"))  # local prepaid: keeps prices
+    state.fold(registered("m2", "DTZY1296"))  # remote cost control: billed by the platform
+    state.fold(tariff(1, TOU))
+    first = requests(state.fold(opened("a1", "m1", "m2", "m3")))
+    assert [(c.meter_id, c.action) for c in first] == [("m1", Action.SET_PARAMETER)]
+    assert {k: v for k, v in first[0].params.items() if k != "effective_from"} == {
+        "operation": "parameters", "price.peak": "56.83", "price.valley": "28.83",
+    }  # fmt: skip
+    late = requests(state.fold(registered("m3", "DDSY1352")))  # its model came after the account
+    assert [c.meter_id for c in late] == ["m3"]
+    assert requests(state.fold(tariff(1, TOU))) == []  # redelivered: nothing new
+    limits = AlarmThresholdsSet(
+        **env(T, P), account_id=None, level1_fen=3000, level2_fen=800, operator_id="op"
+    )
+    project = requests(state.fold(limits))
+    assert [(c.meter_id, c.params["alarm1_fen"], c.requested_by) for c in project] == [
+        ("m1", "3000", "op"),
+        ("m3", "3000", "op"),
+    ]
+    assert views.command(state.command(project[0].command_id))["status"] == "pending"  # type: ignore[arg-type]
+    assert requests(ControlState(POLICY, parameter_models=()).fold(tariff(2, TOU))) == []
