@@ -187,7 +187,7 @@ class Processor:
         state: PartitionState,
         snapshots: Snapshots,
         batch_size: int = 2000,
-        within: float = 0.01,
+        within: float = 0.002,
         snapshot_every: float = 5.0,
         group_of: Callable[[str, int], int] = lambda topic, partition: partition,
         tick_every: float | None = None,
@@ -502,7 +502,7 @@ def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int) -> faust
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=8 << 20,
-        producer_linger_ms=5,
+        producer_linger_ms=1,
         topic_allow_declare=False,
         topic_disable_leader=True,
     )
