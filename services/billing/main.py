@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
             f"replayed {result.events} events in {result.seconds:.2f} s ({rate:,.0f}/s): "
             f"{len(result.replayed)} accounts, {len(result.mismatches)} differ from the live balances"
         )
-        for account, (replayed, live) in result.mismatches.items():
-            print(f"  {account}: replayed {replayed}, live {live}")
+        for (project, account), (replayed, live) in result.mismatches.items():
+            print(f"  {project}/{account}: replayed {replayed}, live {live}")
         return 0 if not result.mismatches else 1
     ensure_topics(settings.kafka_bootstrap, CATALOGUE)
     app, _ = build(settings, settings.kafka_bootstrap)

@@ -27,14 +27,14 @@ from services.billing.worker import INPUTS, BillingState
 class ReplayResult:
     """Balances rebuilt from the log, the live ones, and how fast the replay ran."""
 
-    replayed: dict[str, int]
-    live: dict[str, int]
+    replayed: dict[tuple[str, str], int]  # (project, account) -> balance fen
+    live: dict[tuple[str, str], int]
     events: int
     seconds: float
 
     @property
-    def mismatches(self) -> dict[str, tuple[int | None, int | None]]:
-        """account -> (replayed, live) where they differ."""
+    def mismatches(self) -> dict[tuple[str, str], tuple[int | None, int | None]]:
+        """(project, account) -> (replayed, live) where they differ."""
         keys = self.replayed.keys() | self.live.keys()
         return {
             k: (self.replayed.get(k), self.live.get(k))
@@ -53,7 +53,8 @@ async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> Rep
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
     )
     await consumer.start()
-    state, codec, live, events = BillingState(alarm_config), Codec(), {}, 0
+    state, codec, events = BillingState(alarm_config), Codec(), 0
+    live: dict[tuple[str, str], int] = {}
     started = time.perf_counter()
     try:
         consumer.assign(tps)
@@ -68,11 +69,11 @@ async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> Rep
                     for fact in codec.decode(record.value):
                         events += 1
                         if isinstance(fact, BalanceChanged):
-                            live[fact.account_id] = fact.balance_fen
+                            live[(fact.project_id, fact.account_id)] = fact.balance_fen
                         state.fold(fact)
                 if records and records[-1].offset >= ends[tp] - 1:
                     pending.discard(tp)
     finally:
         await consumer.stop()
-    replayed = {a: s.balance_fen for a, s in state.books.accounts.items()}
+    replayed = {key: s.balance_fen for key, s in state.books.accounts.items()}
     return ReplayResult(replayed, live, events, time.perf_counter() - started)

@@ -102,12 +102,13 @@ async def produce(bootstrap: str, events: list[Event], duplicate_every: int = 0,
         await producer.stop()
 
 
-async def live_balances(bootstrap: str, project: str) -> dict[str, int]:
+async def live_balances(bootstrap: str, project: str) -> dict[tuple[str, str], int]:
+    """(project, account) -> the last balance billing published, for one project."""
     codec = Codec()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     tps = [TopicPartition(BILLING.name, p) for p in range(BILLING.partitions)]
-    out: dict[str, int] = {}
+    out: dict[tuple[str, str], int] = {}
     try:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -119,7 +120,7 @@ async def live_balances(bootstrap: str, project: str) -> dict[str, int]:
                 for r in records:
                     for e in codec.decode(r.value):
                         if isinstance(e, BalanceChanged) and e.project_id == project:
-                            out[e.account_id] = e.balance_fen
+                            out[(e.project_id, e.account_id)] = e.balance_fen
     finally:
         await consumer.stop()
     return out

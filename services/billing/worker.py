@@ -39,7 +39,7 @@ from services.billing.domain.books import MONEY, Books
 from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 3  # bump when the books' shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 4  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 # Billing's own outputs on mf.billing: consequences, never causes — skipped before validation.
@@ -68,7 +68,7 @@ class BillingState:
 
     def _reset(self) -> None:
         self.books = Books(self.alarm_config, freeze_schedule=self.freeze_schedule)
-        self.registered: set[str] = set()
+        self.registered: set[tuple[str, str]] = set()  # (project, meter)
         self.waiting: dict[str, list[Event]] = {}
 
     def restore(self, partition: int, blob: bytes | None) -> None:
@@ -125,32 +125,34 @@ class BillingState:
 
     def _apply(self, fact: Event) -> list[Event]:
         if isinstance(fact, MeterRegistered):
-            self.registered.add(fact.meter_id)
+            self.registered.add((fact.project_id, fact.meter_id))
         self.applied += 1
         return self.books.handle(fact)
 
     def _queue_key(self, fact: Event) -> str:
         if isinstance(fact, (ReadingRecorded, MeterReplaced)):
-            return f"meter:{fact.meter_id}"
+            return f"meter:{fact.project_id}/{fact.meter_id}"
         if isinstance(fact, MONEY) or (isinstance(fact, AlarmThresholdsSet) and fact.account_id):
-            return f"account:{fact.account_id}"
+            return f"account:{fact.project_id}/{fact.account_id}"
         return ""
 
     def _waits_for(self, fact: Event) -> str | None:
         """The queue a fact must wait in, or None when it can be applied now."""
-        books = self.books
+        books, p = self.books, fact.project_id
         if isinstance(fact, (ReadingRecorded, MeterReplaced)):
-            account_id = books.meter_account.get(fact.meter_id)
+            account = books.account_of(p, fact.meter_id)
             if (
-                fact.meter_id not in self.registered
-                or account_id is None
-                or books.accounts[account_id].tariff_id not in books.tariffs
+                (p, fact.meter_id) not in self.registered
+                or account is None
+                or (p, account.tariff_id) not in books.tariffs
             ):
-                return f"meter:{fact.meter_id}"
-        elif (isinstance(fact, MONEY) and fact.account_id not in books.accounts) or (
-            isinstance(fact, AlarmThresholdsSet) and fact.account_id and fact.account_id not in books.accounts
+                return f"meter:{p}/{fact.meter_id}"
+        elif (isinstance(fact, MONEY) and (p, fact.account_id) not in books.accounts) or (
+            isinstance(fact, AlarmThresholdsSet)
+            and fact.account_id
+            and (p, fact.account_id) not in books.accounts
         ):
-            return f"account:{fact.account_id}"
+            return f"account:{p}/{fact.account_id}"
         return None
 
     def _release(self) -> list[Event]:

@@ -59,21 +59,28 @@ from services.billing.domain.tariff import TariffBook, TariffVersion
 MONEY = (RechargeAccepted, RefundAccepted, ClearAccepted, AllowanceAccepted, AdjustmentAccepted)
 
 
+Key = tuple[str, str]  # (project id, id): ids of meters, accounts and tariffs are per project
+
+
 @dataclass
 class Books:
+    """Every map is keyed by (project id, id): two projects may use the same account, meter or
+    tariff ids, and their books never mix."""
+
     alarm_config: AlarmConfig = field(default_factory=AlarmConfig)
-    accounts: dict[str, ledger.AccountState] = field(default_factory=dict)
-    meters: dict[str, MeterState] = field(default_factory=dict)
-    tariffs: dict[str, TariffBook] = field(default_factory=dict)
-    meter_account: dict[str, str] = field(default_factory=dict)
-    purchases: dict[str, PurchaseWatch] = field(default_factory=dict)
+    accounts: dict[Key, ledger.AccountState] = field(default_factory=dict)
+    meters: dict[Key, MeterState] = field(default_factory=dict)
+    tariffs: dict[Key, TariffBook] = field(default_factory=dict)
+    meter_account: dict[Key, str] = field(default_factory=dict)  # meter -> its account's id
+    purchases: dict[Key, PurchaseWatch] = field(default_factory=dict)
     freeze_schedule: FreezeSchedule = field(default_factory=FreezeSchedule)
-    next_freeze: dict[str, datetime] = field(default_factory=dict)  # meter -> next instant due
-    drafts: dict[str, dict[str, BillDraft]] = field(default_factory=dict)  # account -> month -> lines
-    charged_period: dict[str, str] = field(default_factory=dict)  # meter -> latest month charged
-    thresholds: dict[str, AlarmPolicy] = field(default_factory=dict)  # account or project id -> set
-    # a cache, not state: (tariff, priced by rate?) -> (the book it was computed for, its window)
-    windows: dict[tuple[str, bool], tuple[TariffBook, Window]] = field(
+    next_freeze: dict[Key, datetime] = field(default_factory=dict)  # meter -> next instant due
+    drafts: dict[Key, dict[str, BillDraft]] = field(default_factory=dict)  # account -> month -> lines
+    charged_period: dict[Key, str] = field(default_factory=dict)  # meter -> latest month charged
+    # (project, account id) -> the account's thresholds; (project, "") -> the project's default
+    thresholds: dict[Key, AlarmPolicy] = field(default_factory=dict)
+    # a cache, not state: (project, tariff, priced by rate?) -> (the book it was computed for, window)
+    windows: dict[tuple[str, str, bool], tuple[TariffBook, Window]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -93,16 +100,24 @@ class Books:
         )
 
     def decide(self, command: Command) -> list[Event]:
-        return ledger.decide(self.accounts.get(command.account_id), command)
+        return ledger.decide(self.accounts.get((command.project_id, command.account_id)), command)
+
+    def account(self, project_id: str, account_id: str) -> ledger.AccountState:
+        """One account's state (KeyError when it is not open)."""
+        return self.accounts[(project_id, account_id)]
+
+    def account_of(self, project_id: str, meter_id: str) -> ledger.AccountState | None:
+        """The account a meter is billed to, if any."""
+        account_id = self.meter_account.get((project_id, meter_id))
+        return None if account_id is None else self.accounts[(project_id, account_id)]
 
     def handle(self, fact: Event) -> list[Event]:
         """Fold one fact; return the facts it causes (empty for unknown or duplicate input)."""
         if isinstance(fact, ReadingRecorded):
-            before = self._meter(fact.meter_id)
-            account_id = self.meter_account.get(fact.meter_id)
-            balance_before = self.accounts[account_id] if account_id else None
+            before = self._meter(fact.project_id, fact.meter_id)
+            balance_before = self.account_of(fact.project_id, fact.meter_id)
             meter, outcome = observe(before, fact)
-            self.meters[fact.meter_id] = meter
+            self.meters[(fact.project_id, fact.meter_id)] = meter
             out = self._consumed(fact, outcome)
             if isinstance(outcome, Ignored) and outcome.reason not in ("baseline", "no_register"):
                 return out  # a duplicate or stale reading says nothing new about purchases
@@ -110,45 +125,46 @@ class Books:
                 out += self._freezes(fact, before, meter, balance_before)
             return out + self._purchases(fact)
         if isinstance(fact, MeterReplaced):
-            meter, outcome = replaced(self._meter(fact.meter_id), fact)
-            self.meters[fact.meter_id] = meter
+            meter, outcome = replaced(self._meter(fact.project_id, fact.meter_id), fact)
+            self.meters[(fact.project_id, fact.meter_id)] = meter
             return self._consumed(fact, outcome)
+        p = fact.project_id
         if isinstance(fact, MeterRegistered):
-            self.meters[fact.meter_id] = registered(self.meters.get(fact.meter_id), fact)
+            self.meters[(p, fact.meter_id)] = registered(self.meters.get((p, fact.meter_id)), fact)
         elif isinstance(fact, TariffPublished):
-            book = self.tariffs.get(fact.tariff_id) or TariffBook(tariff_id=fact.tariff_id)
-            self.tariffs[fact.tariff_id] = book.publish(TariffVersion.from_event(fact))
+            book = self.tariffs.get((p, fact.tariff_id)) or TariffBook(tariff_id=fact.tariff_id)
+            self.tariffs[(p, fact.tariff_id)] = book.publish(TariffVersion.from_event(fact))
         elif isinstance(fact, AccountOpened):
-            if fact.account_id not in self.accounts:
-                self.accounts[fact.account_id] = ledger.opened(fact)
-                self.meter_account.update(dict.fromkeys(fact.meter_ids, fact.account_id))
+            if (p, fact.account_id) not in self.accounts:
+                self.accounts[(p, fact.account_id)] = ledger.opened(fact)
+                self.meter_account.update({(p, m): fact.account_id for m in fact.meter_ids})
         elif isinstance(fact, AlarmThresholdsSet):
             return self._thresholds(fact)
         elif isinstance(fact, MONEY):
-            account = self.accounts.get(fact.account_id)
+            account = self.accounts.get((p, fact.account_id))
             if account is None:
                 raise ledger.AccountNotFound(f"{type(fact).__name__} for unknown account {fact.account_id}")
             account, out = ledger.apply_money(account, fact, self.policy(account))
-            self.accounts[account.account_id] = account
+            self.accounts[(p, account.account_id)] = account
             return out
         return []
 
     def policy(self, account: ledger.AccountState) -> AlarmPolicy:
         """The account's thresholds: its own, else its project's, else the configuration's."""
         return (
-            self.thresholds.get(f"account:{account.account_id}")
-            or self.thresholds.get(f"project:{account.project_id}")
+            self.thresholds.get((account.project_id, account.account_id))
+            or self.thresholds.get((account.project_id, ""))
             or self.alarm_config.policy(account.project_id, account.account_id)
         )
 
     def _thresholds(self, fact: AlarmThresholdsSet) -> list[Event]:
         """Record the thresholds and re-evaluate the alarms of the accounts they apply to now."""
         policy = AlarmPolicy(level1_fen=fact.level1_fen, level2_fen=fact.level2_fen)
+        key = (fact.project_id, fact.account_id or "")
+        self.thresholds[key] = policy
         if fact.account_id is not None:
-            self.thresholds[f"account:{fact.account_id}"] = policy
-            affected = [self.accounts[fact.account_id]] if fact.account_id in self.accounts else []
+            affected = [self.accounts[key]] if key in self.accounts else []
         else:
-            self.thresholds[f"project:{fact.project_id}"] = policy
             affected = [a for a in self.accounts.values() if a.project_id == fact.project_id]
         out: list[Event] = []
         for account in affected:
@@ -158,22 +174,30 @@ class Books:
                 account.subject, account.alarms, account.balance_fen, fact, self.policy(account)
             )
             if emitted:
-                self.accounts[account.account_id] = evolve(account, alarms=active)
+                self.accounts[(account.project_id, account.account_id)] = evolve(account, alarms=active)
                 out += emitted
         return out
 
-    def _meter(self, meter_id: str) -> MeterState:
-        return self.meters.get(meter_id) or MeterState(meter_id=meter_id)
+    def _meter(self, project_id: str, meter_id: str) -> MeterState:
+        return self.meters.get((project_id, meter_id)) or MeterState(meter_id=meter_id)
 
     def _consumed(self, fact: ReadingRecorded | MeterReplaced, outcome: Outcome) -> list[Event]:
         if isinstance(outcome, Anomaly):
             return [_anomaly(fact, outcome)]
-        account_id = self.meter_account.get(fact.meter_id)
-        if not isinstance(outcome, Delta) or account_id is None:
+        account = self.account_of(fact.project_id, fact.meter_id)
+        if not isinstance(outcome, Delta) or account is None:
             return []
-        account = self.accounts[account_id]
-        book = self.tariffs.get(account.tariff_id) or TariffBook(tariff_id=account.tariff_id)
-        charge = price_delta(book, outcome, account.tier_used, account.opened_at, self._window(book, outcome))
+        account_id = account.account_id
+        book = self.tariffs.get((account.project_id, account.tariff_id)) or TariffBook(
+            tariff_id=account.tariff_id
+        )
+        charge = price_delta(
+            book,
+            outcome,
+            account.tier_used,
+            account.opened_at,
+            self._window(account.project_id, book, outcome),
+        )
         if not charge.lines:
             return []
         applied = ChargeApplied(
@@ -191,13 +215,13 @@ class Books:
             amount_fen=charge.amount_fen,
         )
         account, out = ledger.apply_charge(account, applied, charge.tier_used, self.policy(account))
-        self.accounts[account_id] = account
+        self.accounts[(account.project_id, account_id)] = account
         if account.mode is BillingMode.POSTPAID:
             out += self._settle(account, applied)
         return out
 
-    def _window(self, book: TariffBook, delta: Delta) -> Window:
-        key = (book.tariff_id, bool(delta.by_rate))
+    def _window(self, project_id: str, book: TariffBook, delta: Delta) -> Window:
+        key = (project_id, book.tariff_id, bool(delta.by_rate))
         cached = self.windows.get(key)
         if cached is None or cached[0] is not book or not cached[1][0] <= delta.start < cached[1][1]:
             cached = self.windows[key] = (book, window(book, delta))
@@ -207,10 +231,11 @@ class Books:
         """Add the charge to its month's bill; issue the months every meter has moved past."""
         zone = ZoneInfo(self.freeze_schedule.timezone)
         period = period_of(charge.end, zone)
-        months = self.drafts.setdefault(account.account_id, {})
+        p = account.project_id
+        months = self.drafts.setdefault((p, account.account_id), {})
         months[period] = months.get(period, BillDraft()).add(charge)
-        self.charged_period[charge.meter_id] = period
-        reached = [self.charged_period.get(m) for m in account.meter_ids]
+        self.charged_period[(p, charge.meter_id)] = period
+        reached = [self.charged_period.get((p, m)) for m in account.meter_ids]
         if None in reached:
             return []
         closed = min(p for p in reached if p is not None)
@@ -224,29 +249,30 @@ class Books:
     ) -> list[Event]:
         """MeterFrozen for every freeze instant in (previous reading, this reading]."""
         assert before.last is not None and after.last is not None
-        due = self.next_freeze.get(fact.meter_id) or next_point(self.freeze_schedule, before.last.time)
+        key = (fact.project_id, fact.meter_id)
+        due = self.next_freeze.get(key) or next_point(self.freeze_schedule, before.last.time)
         if fact.time < due:
-            self.next_freeze[fact.meter_id] = due
+            self.next_freeze[key] = due
             return []
         out: list[Event] = []
         for kind, label, instant in freeze_points(self.freeze_schedule, before.last.time, fact.time):
             if instant < fact.time:  # registers and balance as they were before this reading
                 out.append(frozen(account, before.last, kind, label, instant, fact))
             else:  # the reading falls on the instant: it is the frozen value
-                now = self.accounts[account.account_id]
+                now = self.accounts[(account.project_id, account.account_id)]
                 out.append(frozen(now, after.last, kind, label, instant, fact))
-        self.next_freeze[fact.meter_id] = next_point(self.freeze_schedule, fact.time)
+        self.next_freeze[key] = next_point(self.freeze_schedule, fact.time)
         return out
 
     def _purchases(self, fact: ReadingRecorded) -> list[Event]:
-        account_id = self.meter_account.get(fact.meter_id)
-        if fact.purchase_count is None or account_id is None or fact.frozen is not None:
+        account = self.account_of(fact.project_id, fact.meter_id)
+        if fact.purchase_count is None or account is None or fact.frozen is not None:
             return []
-        account = self.accounts[account_id]
         if account.mode is not BillingMode.PREPAID:
             return []
-        watch, out = reconcile(self.purchases.get(fact.meter_id, PurchaseWatch()), account, fact)
-        self.purchases[fact.meter_id] = watch
+        key = (fact.project_id, fact.meter_id)
+        watch, out = reconcile(self.purchases.get(key, PurchaseWatch()), account, fact)
+        self.purchases[key] = watch
         return out
 
 

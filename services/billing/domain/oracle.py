@@ -69,31 +69,34 @@ def _diff(
     return Delta(meter["id"], "", t0, t1, total, rates)
 
 
-def balances(events: Iterable[Event]) -> dict[str, int]:
+def balances(events: Iterable[Event]) -> dict[tuple[str, str], int]:
+    """(project, account) -> balance fen, computed independently of the billing domain."""
     seen: set[str] = set()
-    books: dict[str, TariffBook] = {}
-    accounts: dict[str, dict[str, Any]] = {}
-    owner: dict[str, str] = {}
-    meters: dict[str, dict[str, Any]] = {}
+    books: dict[tuple[str, str], TariffBook] = {}
+    accounts: dict[tuple[str, str], dict[str, Any]] = {}
+    owner: dict[tuple[str, str], tuple[str, str]] = {}
+    meters: dict[tuple[str, str], dict[str, Any]] = {}
     for e in events:
         if e.event_id in seen:
             continue
         seen.add(e.event_id)
+        p = e.project_id
         if isinstance(e, TariffPublished):
-            books[e.tariff_id] = books.get(e.tariff_id, TariffBook(tariff_id=e.tariff_id)).publish(
+            books[(p, e.tariff_id)] = books.get((p, e.tariff_id), TariffBook(tariff_id=e.tariff_id)).publish(
                 TariffVersion.from_event(e)
             )
-        elif isinstance(e, AccountOpened) and e.account_id not in accounts:
-            accounts[e.account_id] = {
+        elif isinstance(e, AccountOpened) and (p, e.account_id) not in accounts:
+            accounts[(p, e.account_id)] = {
+                "project": p,
                 "balance": 0,
                 "tariff": e.tariff_id,
                 "opened": e.time,
                 "periods": set(),
                 "tiers": {},
             }
-            owner.update(dict.fromkeys(e.meter_ids, e.account_id))
+            owner.update({(p, m): (p, e.account_id) for m in e.meter_ids})
         elif isinstance(e, MeterRegistered):
-            m = meters.setdefault(e.meter_id, _meter(e.meter_id))
+            m = meters.setdefault((p, e.meter_id), _meter(e.meter_id))
             m.update(
                 medium=e.medium,
                 digits=e.register_digits,
@@ -101,20 +104,20 @@ def balances(events: Iterable[Event]) -> dict[str, int]:
                 multiplier=e.multiplier,
             )
         elif isinstance(e, RechargeAccepted | AllowanceAccepted | AdjustmentAccepted):
-            a = accounts[e.account_id]
+            a = accounts[(p, e.account_id)]
             if isinstance(e, AllowanceAccepted):
                 if e.period in a["periods"]:
                     continue
                 a["periods"].add(e.period)
             a["balance"] += e.amount_fen
         elif isinstance(e, RefundAccepted):
-            accounts[e.account_id]["balance"] -= e.amount_fen
+            accounts[(p, e.account_id)]["balance"] -= e.amount_fen
         elif isinstance(e, ClearAccepted):
-            accounts[e.account_id]["balance"] = 0
+            accounts[(p, e.account_id)]["balance"] = 0
         elif isinstance(e, ReadingRecorded | MeterReplaced):
-            m = meters.setdefault(e.meter_id, _meter(e.meter_id))
+            m = meters.setdefault((p, e.meter_id), _meter(e.meter_id))
             for delta in _readings(m, e):
-                _charge(accounts.get(owner.get(e.meter_id, "")), books, delta)
+                _charge(accounts.get(owner.get((p, e.meter_id), ("", ""))), books, delta)
     return {k: v["balance"] for k, v in accounts.items()}
 
 
@@ -163,10 +166,10 @@ def _readings(m: dict[str, Any], e: ReadingRecorded | MeterReplaced) -> list[Del
     return [delta]
 
 
-def _charge(account: dict[str, Any] | None, books: dict[str, TariffBook], delta: Delta) -> None:
+def _charge(account: dict[str, Any] | None, books: dict[tuple[str, str], TariffBook], delta: Delta) -> None:
     if account is None:
         return
-    book = books.get(account["tariff"], TariffBook(tariff_id=account["tariff"]))
+    book = books.get((account["project"], account["tariff"]), TariffBook(tariff_id=account["tariff"]))
     charge = price_delta(book, delta, account["tiers"], account["opened"])
     account["tiers"] = charge.tier_used
     account["balance"] -= charge.amount_fen

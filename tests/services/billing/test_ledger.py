@@ -43,7 +43,7 @@ def test_recharge_is_applied_once_however_often_it_is_sent():
     assert run(b, cmd(Recharge, "pay-1", amount_fen=5000)) == []
     for fact in first:  # the same fact redelivered
         assert b.handle(fact) == []
-    assert b.accounts["a1"].balance_fen == 5000
+    assert b.account(P, "a1").balance_fen == 5000
     changed = [e for e in first if isinstance(e, BalanceChanged)]
     assert (
         len(changed) == 1 and changed[0].causation_id == first[0].event_id and changed[0].reason == "recharge"
@@ -60,11 +60,11 @@ def test_refund_clear_allowance_adjustment_and_refusals():
     with pytest.raises(AllowanceAlreadyGranted):
         b.decide(cmd(GrantAllowance, "k4", amount_fen=800, period="2024-spring"))
     run(b, cmd(Adjust, "k5", amount_fen=-300, reason="meter fault credit reversed"))
-    assert b.accounts["a1"].balance_fen == 2500
+    assert b.account(P, "a1").balance_fen == 2500
     with pytest.raises(InvalidAdjustment):
         b.decide(cmd(Adjust, "k6", amount_fen=0, reason="x"))
     out = run(b, cmd(Clear, "k7"))
-    assert b.accounts["a1"].balance_fen == 0
+    assert b.account(P, "a1").balance_fen == 0
     assert next(e for e in out if isinstance(e, BalanceChanged)).delta_fen == -2500
 
 
@@ -107,7 +107,7 @@ def test_alarm_levels_and_arrears_raised_and_cleared():
     cleared = {e.kind: e.alarm_id for e in out if isinstance(e, AlarmCleared)}
     assert cleared == {k: raised[k].alarm_id for k in (AlarmKind.BALANCE_LEVEL2, AlarmKind.ARREARS)}
     assert not [e for e in out if isinstance(e, CommandRequested)]
-    assert b.accounts["a1"].alarms.keys() == {AlarmKind.BALANCE_LEVEL1}
+    assert b.account(P, "a1").alarms.keys() == {AlarmKind.BALANCE_LEVEL1}
 
 
 def test_postpaid_accounts_owe_without_alarms():
@@ -115,7 +115,7 @@ def test_postpaid_accounts_owe_without_alarms():
     b.handle(reading(at(2024, 3, 1, 1), 0))
     out = b.handle(reading(at(2024, 3, 1, 2), 20))
     assert [type(e).__name__ for e in out] == ["ChargeApplied", "BalanceChanged"]
-    assert b.accounts["a1"].balance_fen == -1000
+    assert b.account(P, "a1").balance_fen == -1000
 
 
 def test_anomaly_becomes_an_alarm_and_is_not_charged():
@@ -123,7 +123,7 @@ def test_anomaly_becomes_an_alarm_and_is_not_charged():
     b.handle(reading(at(2024, 3, 1, 1), 100))
     out = b.handle(reading(at(2024, 3, 1, 2), 50))
     assert [(type(e).__name__, e.kind) for e in out] == [("AlarmRaised", AlarmKind.CONSUMPTION_ANOMALY)]
-    assert b.accounts["a1"].balance_fen == 0
+    assert b.account(P, "a1").balance_fen == 0
 
 
 def test_purchase_count_mismatch_raised_once_per_count():

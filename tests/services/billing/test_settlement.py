@@ -13,6 +13,7 @@ from tests.services.billing.helpers import (
     RESIDENTIAL,
     SH,
     SINGLE,
+    P,
     account,
     at,
     meter,
@@ -44,7 +45,7 @@ def test_monthly_bill_groups_lines_per_tier_and_rate_and_equals_charges():
         ("peak", 3, 40),
         ("valley", 3, 25),
     ]
-    assert books.accounts["a1"].balance_fen == -(24822 + 712)
+    assert books.account(P, "a1").balance_fen == -(24822 + 712)
     august = monthly_bill("a1", "2024-08", charges, SH)
     assert august is not None and august.total_fen == 712
     assert monthly_bill("a1", "2024-09", charges, SH) is None
@@ -126,7 +127,7 @@ def test_meter_frozen_at_each_daily_and_monthly_instant():
     assert [(e.kind, e.label) for e in frozen] == [("daily", "2024-08-01"), ("monthly", "2024-08")]
     assert {e.read_at for e in frozen} == {at(2024, 7, 31)}  # the last registers before the instant
     assert {e.balance_fen for e in frozen} == {9500}  # before this reading's charge of 2000
-    assert books.accounts["a1"].balance_fen == 7500
+    assert books.account(P, "a1").balance_fen == 7500
     assert not [e for e in books.handle(reading(at(2024, 8, 1, 4), 151)) if isinstance(e, MeterFrozen)]
     again = books.handle(reading(at(2024, 8, 1, 3), 150))  # a redelivery freezes nothing twice
     assert again == []

@@ -50,7 +50,7 @@ def test_project_thresholds_apply_where_an_account_has_none_of_its_own() -> None
     ]
     assert (
         state.fold(thresholds(2500, 100))
-        and state.books.policy(state.books.accounts["a1"]).level1_fen == 2500
+        and state.books.policy(state.books.account(P, "a1")).level1_fen == 2500
     )
 
 
@@ -59,7 +59,7 @@ def test_thresholds_for_an_account_not_yet_open_wait_for_it() -> None:
     assert state.fold(thresholds(5000, 1000)) == []
     for fact in (tariff(SINGLE), meter(), account()):
         state.fold(fact)
-    assert state.books.policy(state.books.accounts["a1"]).level1_fen == 5000
+    assert state.books.policy(state.books.account(P, "a1")).level1_fen == 5000
     assert not any(state.waiting.values())
 
 

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import pickle
 import random
+from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from libs.events import AccountOpened, MeterRegistered, TariffPublished
+from libs.events import (
+    AccountOpened,
+    MeterRegistered,
+    Rate,
+    ReadingRecorded,
+    RechargeAccepted,
+    TariffPublished,
+)
 from libs.events.base import Event
+from libs.events.billing import BillingMode
 from libs.stack.processor import SnapshotRejected
 from services.billing.domain import oracle
 from services.billing.domain.books import Books
-from services.billing.testing import scenario
+from services.billing.testing import ROUTE, at, scenario
 from services.billing.worker import BillingState
 
 
@@ -63,3 +73,36 @@ def test_a_snapshot_of_an_older_format_is_rejected_so_the_log_rebuilds_the_books
     with pytest.raises(SnapshotRejected):
         state.restore(0, old)
     assert state.books.accounts == {} and state.books.drafts == {}
+
+
+def test_two_projects_with_the_same_ids_keep_separate_books() -> None:
+    def site(project: str, price: str, kwh: int) -> list[Event]:
+        def env(eid: str, subject: str, when: datetime) -> dict[str, object]:
+            return {
+                "event_id": f"{project}-{eid}",
+                "project_id": project,
+                "subject_id": subject,
+                "time": when,
+            }
+
+        return [
+            TariffPublished(**env("t", "t1", at(2024, 1, 1)), tariff_id="t1", version=1, name="t",
+                            effective_from=at(2024, 1, 1), definition={"kind": "single", "price_fen": price}),
+            MeterRegistered(**env("reg", "m1", at(2024, 1, 1)), meter_id="m1", address="1", protocol="dlt645-2007",
+                            model="DDSY", medium="electricity", concentrator_id="c1", bus_id="b1"),
+            AccountOpened(**env("open", "a1", at(2024, 1, 1)), account_id="a1", mode=BillingMode.PREPAID,
+                          meter_ids=("m1",), tariff_id="t1", holder="h", opened_by="op"),
+            RechargeAccepted(**env("rc", "a1", at(2024, 3, 1)), account_id="a1", amount_fen=10_000,
+                             idempotency_key="k1", operator_id="op", channel="cash"),
+            *(ReadingRecorded(**env(f"r{h}", "m1", at(2024, 3, 1, h)), meter_id="m1", sequence=h + 1,
+                              registers={"active_import_kwh": {Rate.TOTAL: Decimal(kwh * h)}},
+                              received_at=at(2024, 3, 1, h), route=ROUTE) for h in range(3)),
+        ]  # fmt: skip
+
+    one, two = site("p1", "50", 2), site("p2", "80", 5)
+    state = BillingState()
+    for a, b in zip(one, two, strict=True):  # interleaved, ids colliding at every step
+        state.fold(a)
+        state.fold(b)
+    assert _balances(state) == {("p1", "a1"): 10_000 - 4 * 50, ("p2", "a1"): 10_000 - 10 * 80}
+    assert _balances(state) == oracle.balances([*one, *two])
