@@ -61,6 +61,8 @@ from libs.events.iam import (
     UserCreated,
     UserDisabled,
     UserEnabled,
+    WebhookSubscribed,
+    WebhookUnsubscribed,
 )
 from libs.events.notify import (
     NotificationDelivered,
@@ -137,6 +139,8 @@ __all__ = [
     "UserCreated",
     "UserDisabled",
     "UserEnabled",
+    "WebhookSubscribed",
+    "WebhookUnsubscribed",
     "event_id_for",
     "new_event_id",
     "pack_readings",

@@ -34,6 +34,7 @@ class UserCreated(Event):
     roles: tuple[str, ...]
     project_ids: tuple[str, ...] = ()
     all_projects: bool = False
+    account_ids: tuple[str, ...] = ()  # a consumer's own accounts (the only ones it sees)
     created_by: str
 
 
@@ -44,6 +45,7 @@ class UserAccessChanged(Event):
     roles: tuple[str, ...]
     project_ids: tuple[str, ...] = ()
     all_projects: bool = False
+    account_ids: tuple[str, ...] = ()
     changed_by: str
 
 
@@ -98,3 +100,27 @@ class ApiKeyRevoked(Event):
     """An integration key stops working."""
 
     revoked_by: str
+
+
+@event("iam.v1.webhook_subscribed", IAM.name)
+class WebhookSubscribed(Event):
+    """An integrator subscribed a URL to event types of some projects (subject: subscription id).
+
+    ``secret_sealed`` is the signing secret under AES-GCM with the API's webhook key
+    (``nonce || ciphertext``, base64): the deliverer needs the secret itself, so it cannot be
+    hashed like a password, but it never travels in clear.
+    """
+
+    project_ids: tuple[str, ...]
+    event_types: tuple[str, ...]
+    url: str
+    secret_sealed: str
+    created_by: str
+
+
+@event("iam.v1.webhook_unsubscribed", IAM.name)
+class WebhookUnsubscribed(Event):
+    """A subscription ended (by its owner, or because the receiver answered 410 Gone)."""
+
+    reason: str = ""
+    removed_by: str

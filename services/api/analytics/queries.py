@@ -8,7 +8,7 @@ energy applies each meter's multiplier (CT/PT ratio; 1 when unknown).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
 Period = Literal["day", "month", "year"]
@@ -226,3 +226,35 @@ def loss_report(
         "ORDER BY master_meter_id"
     )
     return sql, _base(project_id, start, end, quantity, rate)
+
+
+def meter_readings(
+    project_id: str,
+    meter_id: str,
+    start: datetime,
+    end: datetime,
+    quantity: str | None = None,
+    limit: int = 10_000,
+) -> Query:
+    """One meter's register and instant values in ``[start, end)`` (UTC instants), oldest first;
+    a reading delivered twice (same event id) counts once."""
+    where_quantity = "    AND quantity = {quantity:String}\n" if quantity else ""
+    sql = (
+        "SELECT time, quantity, rate, kind, value\n"
+        "FROM readings FINAL\n"
+        "WHERE project_id = {project:String} AND meter_id = {meter:String}\n"
+        "    AND time >= {start:DateTime64(3, 'UTC')} AND time < {end:DateTime64(3, 'UTC')}\n"
+        f"{where_quantity}"
+        "ORDER BY time, quantity, rate\n"
+        "LIMIT {limit:UInt32}"
+    )
+    params: dict[str, Any] = {
+        "project": project_id,
+        "meter": meter_id,
+        "start": start,
+        "end": end,
+        "limit": limit,
+    }
+    if quantity:
+        params["quantity"] = quantity
+    return sql, params

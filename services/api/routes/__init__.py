@@ -1,0 +1,1 @@
+"""One module per resource; each is a thin mapping of HTTP onto services.api's modules."""

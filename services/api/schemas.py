@@ -1,0 +1,312 @@
+"""Request and response bodies of the API (money in integer fen)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
+
+from libs.events.billing import BillingMode
+from libs.events.control import Action
+from services.api.views import MeterState
+
+Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+class MeOut(BaseModel):
+    kind: Literal["user", "api_key"]
+    id: str
+    name: str
+    roles: list[str]
+    permissions: list[str]
+    project_ids: list[str]
+    all_projects: bool
+
+
+class ProjectIn(In):
+    project_id: str = Id
+    name: str = Field(min_length=1, max_length=200)
+
+
+class ProjectOut(BaseModel):
+    project_id: str
+    name: str
+    meters: int
+    accounts: int
+
+
+class ConcentratorOut(BaseModel):
+    project_id: str
+    concentrator_id: str
+    status: str
+    since: datetime | None
+    meters: int
+
+
+class MeterOut(BaseModel):
+    project_id: str
+    meter_id: str
+    address: str
+    protocol: str
+    model: str
+    medium: str
+    concentrator_id: str
+    bus_id: str
+    account_id: str | None
+    states: list[MeterState]
+    comm: str
+    relay: str
+    last_seen: datetime | None
+    attributes: dict[str, str]
+
+
+class AccountIn(In):
+    project_id: str = Id
+    account_id: str = Id
+    mode: BillingMode = BillingMode.PREPAID
+    meter_ids: list[str] = Field(min_length=1, max_length=64)
+    tariff_id: str = Id
+    holder: str = Field(min_length=1, max_length=200)
+    phone: str | None = Field(default=None, max_length=32)
+    overdraft_fen: int = Field(default=0, ge=0, le=10**12)
+
+
+class AccountOut(BaseModel):
+    project_id: str
+    account_id: str
+    mode: str
+    meter_ids: list[str]
+    tariff_id: str
+    holder: str
+    phone: str | None
+    overdraft_fen: int
+    opened_at: datetime
+    opened_by: str
+    balance_fen: int
+
+
+class BalanceOut(BaseModel):
+    project_id: str
+    account_id: str
+    balance_fen: int
+    updated_at: datetime | None
+
+
+class RechargeIn(In):
+    amount_fen: int = Field(gt=0, le=10**10)
+    channel: Literal["cash", "wechat", "alipay", "bank", "campus_card", "kiosk"] = "cash"
+    payment_order_id: str | None = Field(default=None, max_length=128)
+
+
+class RefundIn(In):
+    amount_fen: int = Field(gt=0, le=10**10)
+    reason: str = Field(default="", max_length=500)
+
+
+class ClearIn(In):
+    reason: str = Field(default="", max_length=500)
+
+
+class AllowanceIn(In):
+    amount_fen: int = Field(gt=0, le=10**10)
+    period: str = Field(min_length=1, max_length=32)
+
+
+class MoneyOut(BaseModel):
+    """A money movement; ``status`` is ``applied`` once billing booked it (``balance_fen`` after)."""
+
+    id: str
+    project_id: str
+    account_id: str
+    kind: str
+    amount_fen: int
+    idempotency_key: str
+    operator_id: str
+    time: datetime
+    details: dict[str, str]
+    status: Literal["accepted", "applied"]
+    balance_fen: int | None
+
+
+class TariffIn(In):
+    project_id: str = Id
+    tariff_id: str = Id
+    name: str = Field(min_length=1, max_length=200)
+    effective_from: AwareDatetime
+    definition: dict[str, Any]
+
+
+class TariffVersionOut(BaseModel):
+    version: int
+    name: str
+    effective_from: datetime
+    definition: dict[str, Any]
+    published_at: datetime
+
+
+class TariffOut(BaseModel):
+    project_id: str
+    tariff_id: str
+    versions: list[TariffVersionOut]
+
+
+class CommandIn(In):
+    project_id: str = Id
+    meter_id: str = Id
+    action: Action
+    reason: str = Field(default="", max_length=500)
+    params: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+
+class BatchCommandIn(In):
+    project_id: str = Id
+    meter_ids: list[str] = Field(min_length=1, max_length=1000)
+    action: Action
+    reason: str = Field(default="", max_length=500)
+    params: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+
+class CommandOut(BaseModel):
+    project_id: str
+    command_id: str
+    meter_id: str
+    action: str
+    requested_by: str
+    reason: str
+    params: dict[str, str]
+    requested_at: datetime
+    status: str
+    attempts: int
+    detail: str
+    updated_at: datetime | None
+
+
+class AlarmOut(BaseModel):
+    project_id: str
+    alarm_id: str
+    subject_id: str
+    kind: str
+    severity: int
+    message: str
+    raised_at: datetime
+    cleared_at: datetime | None
+    active: bool
+
+
+class ReadingOut(BaseModel):
+    time: datetime
+    quantity: str
+    rate: str
+    kind: str
+    value: Decimal
+
+
+class ReportOut(BaseModel):
+    report: str
+    project_id: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+
+class RoleOut(BaseModel):
+    role: str
+    permissions: list[str]
+
+
+class UserIn(In):
+    username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@\-]+$")
+    password: str = Field(min_length=8, max_length=256)
+    roles: list[str] = Field(min_length=1, max_length=8)
+    project_ids: list[str] = Field(default_factory=list, max_length=1000)
+    all_projects: bool = False
+    account_ids: list[str] = Field(
+        default_factory=list, max_length=100, description="a consumer's own accounts"
+    )
+
+
+class AccessIn(In):
+    roles: list[str] = Field(min_length=1, max_length=8)
+    project_ids: list[str] = Field(default_factory=list, max_length=1000)
+    all_projects: bool = False
+    account_ids: list[str] = Field(
+        default_factory=list, max_length=100, description="a consumer's own accounts"
+    )
+
+
+class UserOut(BaseModel):
+    user_id: str
+    username: str
+    roles: list[str]
+    project_ids: list[str]
+    all_projects: bool
+    account_ids: list[str]
+    disabled: bool
+    created_at: datetime
+
+
+class LoginOut(BaseModel):
+    time: datetime
+    username: str
+    user_id: str | None
+    ip: str
+    succeeded: bool
+    reason: str
+
+
+class ApiKeyIn(In):
+    name: str = Field(min_length=1, max_length=100)
+    roles: list[str] = Field(min_length=1, max_length=8)
+    project_ids: list[str] = Field(default_factory=list, max_length=1000)
+    all_projects: bool = False
+
+
+class ApiKeyOut(BaseModel):
+    key_id: str
+    name: str
+    roles: list[str]
+    project_ids: list[str]
+    all_projects: bool
+    issued_at: datetime
+    revoked: bool
+    key: str | None = Field(default=None, description="the key itself: shown once, at issue")
+
+
+class WebhookIn(In):
+    project_ids: list[str] = Field(min_length=1, max_length=100)
+    event_types: list[str] = Field(
+        min_length=1, max_length=50, description="type names, or families ending in * (billing.*)"
+    )
+    url: AnyHttpUrl
+
+
+class WebhookOut(BaseModel):
+    webhook_id: str
+    project_ids: list[str]
+    event_types: list[str]
+    url: str
+    active: bool
+    created_by: str
+    created_at: datetime
+    secret: str | None = Field(default=None, description="the signing secret: shown once, at creation")
+
+
+class DeliveryOut(BaseModel):
+    webhook_id: str
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
