@@ -95,6 +95,30 @@ SERVICES: tuple[ServiceSpec, ...] = (
 )
 
 
+# Where each service answers over HTTP: (settings class, its port field, what to open).
+ENDPOINTS: dict[str, tuple[str, str, str]] = {
+    "acquisition": ("services.acquisition.settings:AcquisitionSettings", "acq_http_port", "/readyz"),
+    "billing": ("services.billing.settings:BillingSettings", "billing_http_port", "/readyz"),
+    "control": ("services.control.settings:ControlSettings", "control_http_port", "/meters"),
+    "notify": ("services.notify.settings:NotifySettings", "notify_http_port", "/sends"),
+    "api": ("services.api.settings:ApiSettings", "api_port", "/docs"),
+}
+
+
+def endpoint(name: str) -> str | None:
+    """The URL of a service's main page, from its settings (the environment it starts with)."""
+    if name not in ENDPOINTS:
+        return None
+    target, field, path = ENDPOINTS[name]
+    module, cls = target.split(":")
+    try:
+        default = getattr(importlib.import_module(module), cls).model_fields[field].default
+    except (ImportError, AttributeError, KeyError):
+        return None
+    # The port alone, as the service reads it (its other settings are its own business here).
+    return f"http://127.0.0.1:{os.environ.get(f'MF_{field.upper()}', default)}{path}"
+
+
 def _exists(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -272,6 +296,12 @@ class Stack:
             f"  logs              {self.logs}/",
             f"  services          {', '.join(s.spec.name for s in self.services) or '(none yet)'}",
         ]
+        for service in self.services:
+            if (url := endpoint(service.spec.name)) is not None:
+                lines.append(f"    {service.spec.name:<12s}{url}")
+        if any(s.spec.name == "api" for s in self.services):
+            secret = self.state_dir / "api" / "admin-password"
+            lines.append(f"    API login    user admin, password in {secret} (first start; MF_API_ADMIN_*)")
         for service in self.services:
             for item in service.announced[:12]:
                 lines.append(f"    {service.spec.name}: {json.dumps(item)}")

@@ -230,3 +230,5 @@ def test_make_run_brings_up_every_service_and_readings_reach_billing(tmp_path: P
     finally:
         out = stack.stop()
     assert "stopped;" in out
+    for name in expected & set(PORTS):  # the banner says where each service answers
+        assert f"http://127.0.0.1:{env[PORTS[name]]}/" in out, name
