@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "control": ("services.control.main", "decide and track relay / valve commands"),
     "notify": ("services.notify.main", "send SMS and WeChat notifications"),
     "api": ("services.api.main", "the HTTP API (FastAPI)"),
+    "sink": ("services.api.analytics.main", "consume the topics into the ClickHouse analytics tables"),
 }
 
 
