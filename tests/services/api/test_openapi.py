@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -17,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from kafka import KafkaProducer
-from schemathesis.checks import positive_data_acceptance
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 from schemathesis.python import asgi as st_asgi
 
 from libs.events import Codec, UserCreated
@@ -60,6 +61,24 @@ def api_schema(bootstrap: str, store: Client) -> Iterator[schemathesis.BaseSchem
         st_asgi.shutdown_lifespans()
 
 
+def _string_lists_in_query(operation: Any) -> bool:
+    for parameter in operation.query:
+        schema = parameter.definition.get("schema", {})
+        for option in [schema, *schema.get("anyOf", [])]:
+            if option.get("type") == "array" and option.get("items", {}).get("type") == "string":
+                return True
+    return False
+
+
+def _checker(operation: Any, mode: schemathesis.GenerationMode, excluded: list[Any]) -> Any:
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def check(case: schemathesis.Case) -> None:
+        case.call_and_validate(headers=dict(TOKEN), excluded_checks=excluded)
+
+    return check
+
+
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode))
 def test_api_conforms_to_its_openapi_document(
     api_schema: schemathesis.BaseSchema, mode: schemathesis.GenerationMode
@@ -68,11 +87,14 @@ def test_api_conforms_to_its_openapi_document(
     assert len(operations) >= 40
     exercised = 0
     for operation in operations:
+        excluded = [positive_data_acceptance]
+        if mode is schemathesis.GenerationMode.NEGATIVE and _string_lists_in_query(operation):
+            # In a query string every value is text: a "non-array" `account_id=false` is the valid
+            # list ["false"]. schemathesis still counts it as negative data (its issues #3056 /
+            # #3129, open in 4.32), so that check is off for operations with such parameters.
+            excluded.append(negative_data_rejection)
 
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def check(case: schemathesis.Case) -> None:
-            case.call_and_validate(headers=dict(TOKEN), excluded_checks=[positive_data_acceptance])
+        check = _checker(operation, mode, excluded)
 
         try:
             check()
