@@ -42,12 +42,14 @@ from typing import Any, Protocol
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
 from faust.types import TP
 
 from libs.events.base import Event
 from libs.events.codec import Codec, EventDecodeError
 from libs.events.topics import DEAD_LETTER
 from libs.stack.broker import high_watermarks
+from libs.stack.runtime import HttpServer
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 2  # offsets keyed "topic:partition"
@@ -471,6 +473,20 @@ def _short_fetch_wait() -> None:
 
     create_worker_consumer._meterflow = True  # type: ignore[attr-defined]
     driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+def serve_http(app: faust.App, web: FastAPI, port: int) -> None:
+    """Serve ``web`` (health, metrics, read endpoints) while the Faust app runs; stop with it."""
+    server = HttpServer(web, "0.0.0.0", port)
+
+    @app.task
+    async def start_http() -> None:
+        await server.start()
+
+    async def stop_http(sender: object, **kwargs: object) -> None:
+        await server.stop()
+
+    app.on_before_shutdown.connect(stop_http)  # type: ignore[arg-type]
 
 
 def tune_gc() -> None:

@@ -1,5 +1,6 @@
-"""Pieces every long-running meterflow process shares: an HTTP server for /healthz, /readyz and
-/metrics that leaves signal handling to its owner, and JSON-line logging."""
+"""Pieces every long-running meterflow process shares: settings loaded the same way, an HTTP
+server for /healthz, /readyz and /metrics that leaves signal handling to its owner, and JSON-line
+logging."""
 
 from __future__ import annotations
 
@@ -8,10 +9,34 @@ import contextlib
 import logging
 import sys
 from collections.abc import Generator
+from typing import TypeVar
 
 import orjson
 import uvicorn
 from fastapi import FastAPI
+
+from libs.settings import CommonSettings, ConfigError, load
+from libs.stack.broker import BrokerError, check_reachable
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def service_settings(cls: type[S], command: str, check_config: bool) -> S | int:
+    """A service's settings, validated, with a reachable ``MF_KAFKA_BOOTSTRAP`` — or the exit code
+    to return: 0 after printing them for ``--check-config``, 2 (the reason on stderr) when they
+    are invalid or the broker cannot be reached."""
+    try:
+        settings = load(cls)
+        if check_config:
+            print(f"configuration ok: {settings.model_dump_json()}")  # secrets print as '**********'
+            return 0
+        if not settings.kafka_bootstrap:
+            raise ConfigError("MF_KAFKA_BOOTSTRAP: required (meterflow dev sets it)")
+        check_reachable(settings.kafka_bootstrap)
+    except (ConfigError, BrokerError) as exc:
+        print(f"meterflow {command}: {exc}", file=sys.stderr)
+        return 2
+    return settings
 
 
 class _QuietServer(uvicorn.Server):

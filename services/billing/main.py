@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 import faust
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from libs.events.topics import CATALOGUE
-from libs.settings import ConfigError, load
-from libs.stack.broker import BrokerError, check_reachable, ensure_topics
-from libs.stack.processor import Processor, Snapshots, make_app
-from libs.stack.runtime import HttpServer, setup_logging
+from libs.stack.broker import ensure_topics
+from libs.stack.processor import Processor, Snapshots, make_app, serve_http
+from libs.stack.runtime import service_settings, setup_logging
 from services.billing.replay import replay
 from services.billing.settings import BillingSettings
 from services.billing.worker import INPUTS, OWN_OUTPUTS, BillingState, alarm_config, one_group
@@ -71,16 +69,7 @@ def _serve_health(app: faust.App, processor: Processor, port: int) -> None:
         accounts.set(len(state.books.accounts) if isinstance(state, BillingState) else 0)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    server = HttpServer(web, "0.0.0.0", port)
-
-    @app.task
-    async def start_http() -> None:
-        await server.start()
-
-    async def stop_http(sender: object, **kwargs: object) -> None:
-        await server.stop()
-
-    app.on_before_shutdown.connect(stop_http)  # type: ignore[arg-type]
+    serve_http(app, web, port)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -91,17 +80,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `meterflow billing`."""
-    try:
-        settings = load(BillingSettings)
-        if args.check_config:
-            print(f"configuration ok: {settings.model_dump_json()}")
-            return 0
-        if not settings.kafka_bootstrap:
-            raise ConfigError("MF_KAFKA_BOOTSTRAP: required (meterflow dev sets it)")
-        check_reachable(settings.kafka_bootstrap)
-    except (ConfigError, BrokerError) as exc:
-        print(f"meterflow billing: {exc}", file=sys.stderr)
-        return 2
+    settings = service_settings(BillingSettings, "billing", args.check_config)
+    if isinstance(settings, int):
+        return settings
+    assert settings.kafka_bootstrap is not None
     setup_logging(settings.log_level)
     if args.action == "replay":
         level1, level2 = settings.billing_alarm_level1_fen, settings.billing_alarm_level2_fen

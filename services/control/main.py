@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -20,10 +19,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from libs.events.base import utcnow
 from libs.events.topics import CATALOGUE
-from libs.settings import ConfigError, load
-from libs.stack.broker import BrokerError, check_reachable, ensure_topics, high_watermarks, partition_counts
-from libs.stack.processor import Processor, Snapshots, make_app
-from libs.stack.runtime import HttpServer, setup_logging
+from libs.stack.broker import ensure_topics, high_watermarks, partition_counts
+from libs.stack.processor import Processor, Snapshots, make_app, serve_http
+from libs.stack.runtime import service_settings, setup_logging
 from services.control import views
 from services.control.settings import ControlSettings
 from services.control.worker import INPUTS, ControlState, one_group, retry_policy
@@ -116,16 +114,7 @@ def web_app(processor: Processor, state: ControlState) -> FastAPI:
 
 
 def _serve(app: faust.App, processor: Processor, state: ControlState, port: int) -> None:
-    server = HttpServer(web_app(processor, state), "0.0.0.0", port)
-
-    @app.task
-    async def start_http() -> None:
-        await server.start()
-
-    async def stop_http(sender: object, **kwargs: object) -> None:
-        await server.stop()
-
-    app.on_before_shutdown.connect(stop_http)  # type: ignore[arg-type]
+    serve_http(app, web_app(processor, state), port)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -136,17 +125,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `meterflow control`."""
-    try:
-        settings = load(ControlSettings)
-        if args.check_config:
-            print(f"configuration ok: {settings.model_dump_json()}")
-            return 0
-        if not settings.kafka_bootstrap:
-            raise ConfigError("MF_KAFKA_BOOTSTRAP: required (meterflow dev sets it)")
-        check_reachable(settings.kafka_bootstrap)
-    except (ConfigError, BrokerError) as exc:
-        print(f"meterflow control: {exc}", file=sys.stderr)
-        return 2
+    settings = service_settings(ControlSettings, "control", args.check_config)
+    if isinstance(settings, int):
+        return settings
+    assert settings.kafka_bootstrap is not None
     setup_logging(settings.log_level)
     ensure_topics(settings.kafka_bootstrap, CATALOGUE)
     app, _ = build(settings, settings.kafka_bootstrap)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
@@ -30,10 +29,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from libs.events.notify import Channel
 from libs.events.topics import CATALOGUE
-from libs.settings import ConfigError, load
-from libs.stack.broker import BrokerError, check_reachable, ensure_topics
-from libs.stack.processor import Processor, Snapshots, make_app
-from libs.stack.runtime import HttpServer, setup_logging
+from libs.stack.broker import ensure_topics
+from libs.stack.processor import Processor, Snapshots, make_app, serve_http
+from libs.stack.runtime import service_settings, setup_logging
 from services.notify.delivery import DeliveryPolicy
 from services.notify.dispatcher import ChannelSend, sms_channel, wechat_channel
 from services.notify.providers import (
@@ -210,16 +208,7 @@ def _serve_http(notify: Notify, port: int) -> None:
             return [{"error": f"status must be one of {sorted(STATUSES)}"}]
         return sender.sendlog.query(account_id, recipient, status, limit)
 
-    server = HttpServer(web, "0.0.0.0", port)
-
-    @notify.app.task
-    async def start_http() -> None:
-        await server.start()
-
-    async def stop_http(sender_: object, **kwargs: object) -> None:
-        await server.stop()
-
-    notify.app.on_before_shutdown.connect(stop_http)  # type: ignore[arg-type]
+    serve_http(notify.app, web, port)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -229,17 +218,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `meterflow notify`."""
-    try:
-        settings = load(NotifySettings)
-        if args.check_config:
-            print(f"configuration ok: {settings.model_dump_json()}")
-            return 0
-        if not settings.kafka_bootstrap:
-            raise ConfigError("MF_KAFKA_BOOTSTRAP: required (meterflow dev sets it)")
-        check_reachable(settings.kafka_bootstrap)
-    except (ConfigError, BrokerError) as exc:
-        print(f"meterflow notify: {exc}", file=sys.stderr)
-        return 2
+    settings = service_settings(NotifySettings, "notify", args.check_config)
+    if isinstance(settings, int):
+        return settings
+    assert settings.kafka_bootstrap is not None
     setup_logging(settings.log_level)
     for kind, provider in (
         ("SMS", settings.notify_sms_provider),

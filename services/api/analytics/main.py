@@ -19,10 +19,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from pydantic import Field
 
 from libs.events.topics import CATALOGUE
-from libs.settings import CommonSettings, ConfigError, load
-from libs.stack.broker import BrokerError, check_reachable, ensure_topics
+from libs.settings import CommonSettings
+from libs.stack.broker import ensure_topics
 from libs.stack.clickhouse import StoreError, migrate, open_client
-from libs.stack.runtime import HttpServer, setup_logging
+from libs.stack.runtime import HttpServer, service_settings, setup_logging
 from services.api.analytics.sink import Sink
 
 
@@ -98,16 +98,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `meterflow sink`."""
+    settings = service_settings(SinkSettings, "sink", args.check_config)
+    if isinstance(settings, int):
+        return settings
+    assert settings.kafka_bootstrap is not None
+    setup_logging(settings.log_level)
     try:
-        settings = load(SinkSettings)
-        if args.check_config:
-            print(f"configuration ok: {settings.model_dump_json()}")
-            return 0
-        if not settings.kafka_bootstrap:
-            raise ConfigError("MF_KAFKA_BOOTSTRAP: required (the embedded stack runs its own sink)")
-        check_reachable(settings.kafka_bootstrap)
-        setup_logging(settings.log_level)
         return asyncio.run(_sink_forever(settings, settings.kafka_bootstrap))
-    except (ConfigError, BrokerError, StoreError) as exc:
+    except StoreError as exc:
         print(f"meterflow sink: {exc}", file=sys.stderr)
         return 2
