@@ -92,7 +92,7 @@ def start_simulator(config: SiteConfig, tmp: str) -> tuple[subprocess.Popen[str]
 
 
 async def cycle(config: SiteConfig, lines: list[dict[str, Any]]) -> None:
-    quantities = {"dlt645-2007": QUANTITIES, "modbus-rtu": QUANTITIES}
+    quantities: dict[str, tuple[str, ...]] = {"dlt645-2007": QUANTITIES, "modbus-rtu": QUANTITIES}
     registry = registry_from_lines(lines, config, quantities=quantities)
     outbox = Outbox("127.0.0.1:1", None)  # never delivered: put() is what polling pays
     engine = Engine(registry, outbox, EngineConfig(plans={}))

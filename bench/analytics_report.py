@@ -6,6 +6,7 @@ services/api/analytics/queries.py builds. Prints figures; exits 0.
 
     .venv/bin/python bench/analytics_report.py            # 10 million rows
     .venv/bin/python bench/analytics_report.py --rows 1000000 --meters 2000
+    .venv/bin/python bench/analytics_report.py --generate-only DIR   # a store for bench/api_load.py
 """
 
 from __future__ import annotations
@@ -62,7 +63,15 @@ def main() -> int:
     parser.add_argument("--meters", type=int, default=10_000)
     parser.add_argument("--chunk", type=int, default=2_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--generate-only", metavar="DIR", help="fill the chDB store in DIR and exit")
     args = parser.parse_args()
+    if args.generate_only:
+        client = clickhouse_connect.get_client(dsn=f"chdb://{args.generate_only}")
+        migrate(client)
+        seconds = generate(client, args.rows, args.meters, args.chunk)
+        print(f"generated {args.rows:,} readings rows for {args.meters:,} meters in {seconds:.1f} s")
+        client.close()
+        return 0
     with tempfile.TemporaryDirectory(prefix="mf-bench-") as path:
         client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
         migrate(client)

@@ -7,12 +7,18 @@ open-loop schedule (requests start on time whether or not earlier ones finished,
 server shows up as latency, not as a lower rate). Printed: the achieved rate, p50 / p90 / p99 /
 max latency and errors. Target: 500 requests/s with p99 < 20 ms.
 
+Then the monthly energy report through the same API process (``GET /reports/energy?period=month``,
+JSON): the store is filled first with ``--report-rows`` readings (default 10 million, 10,000
+meters, by ``bench/analytics_report.py --generate-only``) and the API reads it as its ClickHouse.
+Target: < 500 ms. ``--report-rows 0`` skips it.
+
 The load comes from ``--clients`` processes (default 2) sharing the rate. ``--client raw`` (the
 default) is a minimal HTTP/1.1 keep-alive client on asyncio streams; ``--client httpx`` uses
 httpx's async client, which costs 1.5–2 ms of CPU per request — twice the server's — so on a
 shared 2-core machine the load generator, not the server, runs out of CPU first.
 
     python bench/api_load.py [--rate 500] [--seconds 20] [--accounts 5000] [--clients 2] [--client raw|httpx]
+                             [--report-rows 10000000]
 """
 
 from __future__ import annotations
@@ -206,6 +212,24 @@ def within(metrics: str, route: str, bounds: tuple[str, ...]) -> list[tuple[str,
     return [(le, counts.get(le, 0.0) / total) for le in bounds]
 
 
+def report_through_api(base: str, token: str, rows: int, runs: int = 5) -> None:
+    """Time the monthly energy report per meter over a year, as JSON, through the API."""
+    params = {"project_id": PROJECT, "period": "month", "group_by": "meter", "start": "2024-01-01",
+              "end": "2025-01-01"}  # fmt: skip
+    times, count = [], 0
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client:
+        for _ in range(runs + 1):  # the first warms the store's caches
+            started = time.perf_counter()
+            answer = client.get("/reports/energy", params=params)
+            times.append((time.perf_counter() - started) * 1000)
+            answer.raise_for_status()
+            count = len(answer.json()["rows"])
+    median = statistics.median(times[1:])
+    print(f"monthly energy report through the API over {rows:,} readings: median {median:.0f} ms, "
+          f"max {max(times[1:]):.0f} ms, first {times[0]:.0f} ms, {count:,} rows of JSON "
+          f"(target < 500 ms: {'met' if median < 500 else 'NOT met'})")  # fmt: skip
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -220,12 +244,17 @@ def main(args: argparse.Namespace) -> int:
     try:
         ensure_topics(bootstrap, CATALOGUE)
         asyncio.run(publish(bootstrap, site(args.accounts)))
+        store = state / "clickhouse"
+        if args.report_rows:  # the store the API will read reports from, filled by another process
+            generator = [sys.executable, str(ROOT / "bench" / "analytics_report.py"), "--generate-only",
+                         str(store), "--rows", str(args.report_rows), "--meters", "10000"]  # fmt: skip
+            print(subprocess.run(generator, check=True, capture_output=True, text=True).stdout.strip())
         port, password = free_port(), uuid.uuid4().hex
         admin = f"bench-{password[:6]}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MF_")}
         env.update(MF_KAFKA_BOOTSTRAP=bootstrap, MF_STATE_DIR=str(state), MF_API_PORT=str(port),
                    MF_API_HOST="127.0.0.1", MF_API_ADMIN_USER=admin, MF_API_ADMIN_PASSWORD=password,
-                   MF_LOG_LEVEL="WARNING")  # fmt: skip
+                   MF_LOG_LEVEL="WARNING", MF_CLICKHOUSE_DSN=f"chdb://{store}")  # fmt: skip
         with open(state / "api.log", "wb") as log:
             api = subprocess.Popen([sys.executable, "-m", "services.cli", "api"], env=env, cwd=ROOT, stdout=log,
                                    stderr=subprocess.STDOUT)  # fmt: skip
@@ -267,6 +296,8 @@ def main(args: argparse.Namespace) -> int:
             + ", ".join(f"{share:.2%} within {le} s" for le, share in server_side)
         )
         print(f"target p99 < 20 ms: {'met' if p99 < 20 and errors == 0 else 'NOT met'}")
+        if args.report_rows:
+            report_through_api(base, token, args.report_rows)
         return 0
     finally:
         if api is not None:
@@ -287,4 +318,7 @@ if __name__ == "__main__":
     parser.add_argument("--accounts", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=2, help="load-client processes sharing the rate")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="HTTP client of the load")
+    parser.add_argument(
+        "--report-rows", type=int, default=10_000_000, help="readings for the report; 0 = skip"
+    )
     sys.exit(main(parser.parse_args()))

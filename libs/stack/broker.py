@@ -90,7 +90,7 @@ class EmbeddedBroker:
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         """Start Tansu and wait until it answers Kafka metadata requests."""
         url = f"tcp://{self.host}:{self.port}"
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         self.process = subprocess.Popen(
             [
                 str(tansu_binary()),
@@ -102,10 +102,12 @@ class EmbeddedBroker:
                 "--storage-engine",
                 "memory://tansu/",
             ],
-            stdout=out,
+            stdout=log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if log is not None:
+            log.close()  # the child keeps its own descriptor
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

