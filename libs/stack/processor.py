@@ -101,6 +101,12 @@ class Handler(Protocol):
         ...
 
 
+def one_group(topic: str, partition: int) -> int:
+    """``group_of`` for global mode: every input partition feeds the one state (a processor that
+    joins facts keyed differently — meters, accounts — and runs as a single replica)."""
+    return 0
+
+
 class Ticking(Protocol):
     """A handler with time-driven work (retries, timeouts, schedules): ``Processor(tick_every=…)``."""
 

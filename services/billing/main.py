@@ -11,11 +11,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from libs.events.topics import CATALOGUE
 from libs.stack.broker import ensure_topics
-from libs.stack.processor import Processor, Snapshots, make_app, serve_http
+from libs.stack.processor import Processor, Snapshots, make_app, one_group, serve_http
 from libs.stack.runtime import service_settings, setup_logging
 from services.billing.replay import replay
 from services.billing.settings import BillingSettings
-from services.billing.worker import INPUTS, OWN_OUTPUTS, BillingState, alarm_config, one_group
+from services.billing.worker import INPUTS, OWN_OUTPUTS, BillingState, alarm_config
 
 
 def build(settings: BillingSettings, bootstrap: str) -> tuple[faust.App, Processor]:

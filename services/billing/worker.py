@@ -48,11 +48,6 @@ PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
 
 
-def one_group(topic: str, partition: int) -> int:
-    """Global mode: every input partition belongs to the one state."""
-    return 0
-
-
 class BillingState:
     """Handler and partition state of the billing processor."""
 

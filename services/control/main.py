@@ -20,11 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from libs.events.base import utcnow
 from libs.events.topics import CATALOGUE
 from libs.stack.broker import ensure_topics, high_watermarks, partition_counts
-from libs.stack.processor import Processor, Snapshots, make_app, serve_http
+from libs.stack.processor import Processor, Snapshots, make_app, one_group, serve_http
 from libs.stack.runtime import service_settings, setup_logging
 from services.control import views
 from services.control.settings import ControlSettings
-from services.control.worker import INPUTS, ControlState, one_group, retry_policy
+from services.control.worker import INPUTS, ControlState, retry_policy
 
 
 def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Processor]:

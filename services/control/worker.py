@@ -93,11 +93,6 @@ EndOffsets = Callable[[], Awaitable[dict[str, int]]]  # "topic:partition" → en
 log = logging.getLogger(__name__)
 
 
-def one_group(topic: str, partition: int) -> int:
-    """Global mode: every input partition belongs to the one state."""
-    return 0
-
-
 def retry_id(project_id: str, command_id: str, attempt: int) -> str:
     """The command id that carries attempt ``attempt`` (≥ 2) of ``command_id``."""
     return event_id_for(project_id, "retry", command_id, str(attempt))

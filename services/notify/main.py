@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from libs.events.notify import Channel
 from libs.events.topics import CATALOGUE
 from libs.stack.broker import ensure_topics
-from libs.stack.processor import Processor, Snapshots, make_app, serve_http
+from libs.stack.processor import Processor, Snapshots, make_app, one_group, serve_http
 from libs.stack.runtime import service_settings, setup_logging
 from services.notify.delivery import DeliveryPolicy
 from services.notify.dispatcher import ChannelSend, sms_channel, wechat_channel
@@ -48,7 +48,7 @@ from services.notify.sender import Sender
 from services.notify.sendlog import STATUSES
 from services.notify.settings import NotifySettings
 from services.notify.templates import Template
-from services.notify.worker import INPUTS, NotifyState, one_group
+from services.notify.worker import INPUTS, NotifyState
 
 log = logging.getLogger("meterflow.notify")
 

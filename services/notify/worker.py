@@ -42,11 +42,6 @@ MAX_REMEMBERED = 200_000  # emitted request ids kept for idempotency
 _TEMPLATE_NAMES = frozenset(t.value for t in Template)
 
 
-def one_group(topic: str, partition: int) -> int:
-    """Global mode: account- and meter-keyed facts meet in one state."""
-    return 0
-
-
 @dataclass
 class Directory:
     """Who each account is, how to reach them and what they want to hear."""
