@@ -24,7 +24,7 @@ from libs.stack.processor import Processor, Snapshots, make_app, one_group, serv
 from libs.stack.runtime import service_settings, setup_logging
 from services.control import views
 from services.control.settings import ControlSettings
-from services.control.worker import INPUTS, ControlState, retry_policy
+from services.control.worker import INPUTS, UNUSED, ControlState, retry_policy
 
 
 def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Processor]:
@@ -42,7 +42,7 @@ def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Process
     processor = Processor(
         app, bootstrap, "control", INPUTS, state, state, Snapshots(settings.snapshot_dir / "snapshots"),
         batch_size=settings.control_batch_size, snapshot_every=settings.control_snapshot_every_s,
-        group_of=one_group, tick_every=settings.control_tick_s,
+        group_of=one_group, tick_every=settings.control_tick_s, ignore=UNUSED,
     )  # fmt: skip
     _serve(app, processor, state, settings.control_http_port)
     return app, processor

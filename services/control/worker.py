@@ -43,7 +43,7 @@ import pickle
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from libs.events.acquisition import MeterRegistered, ReadingRecorded
 from libs.events.base import Event, event_id_for
@@ -53,6 +53,10 @@ from libs.events.billing import (
     AlarmKind,
     AlarmRaised,
     AlarmThresholdsSet,
+    BalanceChanged,
+    ChargeApplied,
+    MeterFrozen,
+    SettlementIssued,
     TariffPublished,
 )
 from libs.events.codec import Codec
@@ -67,7 +71,7 @@ from libs.events.control import (
     OperatorFact,
 )
 from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
-from libs.stack.processor import Inbound, Outbound
+from libs.stack.processor import Inbound, Outbound, SnapshotRejected
 from services.control.domain import batch as batches
 from services.control.domain import directory as dirs
 from services.control.domain import lifecycle, parameters, policy
@@ -84,8 +88,13 @@ PARAMETER_MODELS = ("DDSY", "DTSY", "DSSY")
 RETRIABLE = ("no_reply", "bad_reply", "transport", "not_confirmed")
 LIFECYCLE = (CommandRequested, CommandSent, CommandAcknowledged, CommandFailed, CommandTimedOut)
 POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRequested, OperatorFact)
+# Billing's per-reading consequences on mf.billing that no control decision reads: skipped
+# before validation (thousands a second on a busy site).
+UNUSED = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPLAY_QUIET_S = 5.0
+SNAPSHOT_VERSION = 2  # bump when the state's shape changes: older snapshots are rebuilt from the log
+COMPACT_EVERY = timedelta(minutes=10)  # how often the command index drops forgotten commands
 MAX_WAKES_PER_TICK = 1000  # per meter: a schedule far behind catches up over several ticks
 
 MeterKey = tuple[str, str]  # (project id, meter id)
@@ -119,6 +128,7 @@ class Snapshot:
     positions: dict[str, int] = field(default_factory=dict)
     parameter_books: dict[str, parameters.ParameterBook] = field(default_factory=dict)
     models: dict[MeterKey, str] = field(default_factory=dict)
+    version: int = 1  # snapshots before the version was recorded unpickle as 1
 
 
 class ControlState:
@@ -154,6 +164,7 @@ class ControlState:
         self.held: dict[MeterKey, dict[str, CommandRequested]] = {}  # meter → channel → command
         self.parameter_books: dict[str, parameters.ParameterBook] = {}  # per project (C8)
         self.models: dict[MeterKey, str] = {}  # meter → model, for parameter downloads
+        self.compacted_at = EPOCH
 
     # --- PartitionState -------------------------------------------------------------------
     def restore(self, partition: int, blob: bytes | None) -> None:
@@ -161,6 +172,9 @@ class ControlState:
         self._reset()
         if blob:
             snap: Snapshot = pickle.loads(blob)
+            if not isinstance(snap, Snapshot) or snap.version != SNAPSHOT_VERSION:
+                log.warning("control: snapshot of an older version ignored; rebuilding from the event log")
+                raise SnapshotRejected
             self.directory, self.meters, self.attempts = snap.directory, snap.meters, snap.attempts
             self.index, self.batches, self.active = snap.index, snap.batches, snap.active
             self.positions = snap.positions
@@ -173,7 +187,7 @@ class ControlState:
         """The state as bytes (folds are immutable; the containers are pickled as they are)."""
         snap = Snapshot(
             self.directory, self.meters, self.attempts, self.index, self.batches, self.active, self.positions,
-            self.parameter_books, self.models,
+            self.parameter_books, self.models, SNAPSHOT_VERSION,
         )  # fmt: skip
         return pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -401,7 +415,19 @@ class ControlState:
                     out += self._retry(view, now)
             if all(v.status in ENDED for v in meter.commands.commands.values()):
                 self.active.discard(key)
+        if now - self.compacted_at >= COMPACT_EVERY:
+            self.compact()
+            self.compacted_at = now
         return out
+
+    def compact(self) -> None:
+        """Forget the ids of commands the meters' lifecycles dropped (``lifecycle.KEEP_ENDED``)."""
+        self.index = {
+            cid: key
+            for cid, key in self.index.items()
+            if key in self.meters and cid in self.meters[key].commands.commands
+        }
+        self.attempts = {cid: a for cid, a in self.attempts.items() if a[0] in self.index}
 
     def _retry(self, view: CommandView, now: datetime) -> list[Event]:
         request, attempt = view.request, view.attempt + 1

@@ -18,6 +18,11 @@ A command is *pending* (requested, waiting for its next attempt) → *sent* (att
   act) and updates the channel's confirmed state if it is the latest confirmation.
 - **Idempotent**: a redelivered event (same event id) changes nothing; ids of emitted facts are
   derived from the command id and attempt, so re-deciding emits the same ids.
+- **Bounded**: a channel keeps its newest ``KEEP_ENDED`` ended commands (with their audit); an
+  older one is dropped and the channel remembers the request time of the newest it dropped — a
+  request not newer than that (a redelivery of a dropped command) changes nothing, and facts about
+  a dropped command are ignored like those of any unknown command. A meter remembers the ids of
+  its last ``RECENT_IDS`` facts. So a meter's state stays the same size however long it runs.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class Status(StrEnum):
 
 
 ENDED = frozenset({Status.ACKNOWLEDGED, Status.FAILED, Status.TIMED_OUT, Status.SUPERSEDED})
+KEEP_ENDED = 32  # per meter and channel
+RECENT_IDS = 256  # per meter
 CHANNELS = {
     Action.TRIP: "relay", Action.CLOSE: "relay", Action.VALVE_OPEN: "valve", Action.VALVE_CLOSE: "valve",
     Action.KEEP_POWER_ON: "keep_power", Action.KEEP_POWER_OFF: "keep_power",
@@ -106,6 +113,7 @@ class ChannelView:
     confirmed_at: datetime | None = None
     pending: str | None = None  # command id
     pending_since: datetime | None = None
+    dropped_up_to: datetime | None = None  # request time of the newest command dropped (KEEP_ENDED)
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ class MeterCommands:
     policy: RetryPolicy = RetryPolicy()
     commands: dict[str, CommandView] = field(default_factory=dict)
     channels: dict[str, ChannelView] = field(default_factory=dict)
-    seen: frozenset[str] = frozenset()
+    seen: tuple[str, ...] = ()  # ids of the last RECENT_IDS facts
 
 
 def _move(
@@ -128,9 +136,10 @@ def _move(
 
 
 def _on_request(state: MeterCommands, req: CommandRequested) -> MeterCommands:
-    if req.command_id in state.commands:
-        return state
     channel = channel_of(req)
+    dropped_up_to = state.channels.get(channel, ChannelView()).dropped_up_to
+    if req.command_id in state.commands or (dropped_up_to is not None and req.time <= dropped_up_to):
+        return state
     deadline = req.time + timedelta(seconds=state.policy.command_timeout_s)
     if req.expires_at is not None:
         deadline = min(deadline, req.expires_at)
@@ -212,9 +221,31 @@ def apply(state: MeterCommands, event: Event) -> MeterCommands:
         return state
     if isinstance(event, CommandRequested):
         state = _on_request(state, event)
+        view = state.commands.get(event.command_id)
     elif (view := state.commands.get(getattr(event, "command_id", ""))) is not None:
         state = _transition(state, view, event)
-    return replace(state, seen=state.seen | {event.event_id})
+    if view is not None:
+        state = _drop_old(state, view.channel)
+    return replace(state, seen=(*state.seen, event.event_id)[-RECENT_IDS:])
+
+
+def _drop_old(state: MeterCommands, channel: str) -> MeterCommands:
+    """Keep the channel's newest ``KEEP_ENDED`` ended commands; drop the older ones."""
+    ended = [v for v in state.commands.values() if v.channel == channel and v.status in ENDED]
+    if len(ended) <= KEEP_ENDED:
+        return state
+    ended.sort(key=lambda v: (v.request.time, v.request.command_id))
+    dropped = ended[: len(ended) - KEEP_ENDED]
+    gone = {v.request.command_id for v in dropped}
+    ch = state.channels.get(channel, ChannelView())
+    newest = max(v.request.time for v in dropped)
+    if ch.dropped_up_to is not None:
+        newest = max(newest, ch.dropped_up_to)
+    return replace(
+        state,
+        commands={cid: v for cid, v in state.commands.items() if cid not in gone},
+        channels={**state.channels, channel: replace(ch, dropped_up_to=newest)},
+    )
 
 
 def decide(state: MeterCommands, now: datetime) -> list[Event]:

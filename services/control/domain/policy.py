@@ -19,7 +19,11 @@ Rules:
 - A command is emitted only when the verdict changes (differs from the verdict when the last
   fact was applied) *and* differs from the last supply command requested for the meter by
   anyone: a manual trip / close stands until the verdict changes (pin it with *forced*).
-  Redelivered facts (same event id) change nothing, and repeated readings emit nothing.
+  Redelivered facts change nothing, and repeated readings emit nothing. A meter remembers the
+  ids of its last ``RECENT_IDS`` facts other than readings (operators' and billing's facts: a
+  redelivery comes within minutes, long before that many more), and for readings only the
+  newest (received_at, sequence) it observed — a reading not newer is a redelivery or stale.
+  So its state stays the same size however long it runs.
 - Load and malignant-load detection observe a reading only when rule 8 decides (the supply is
   meant to be on by default): no trips are counted under keep-power, forced or during an off.
 - Time-driven changes (restore delays, schedule boundaries, socket reset) need a call with
@@ -48,6 +52,7 @@ SUPPLY_ACTIONS = {
     False: {Supply.ON: Action.VALVE_OPEN, Supply.OFF: Action.VALVE_CLOSE},  # water, gas: valve
 }
 ACTION_SUPPLY = {a: s for by_medium in SUPPLY_ACTIONS.values() for s, a in by_medium.items()}
+RECENT_IDS = 64
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,24 @@ class MeterPolicy:
     wanted: Supply = Supply.ON  # the verdict when the last fact was applied
     off_by: str = "policy:default"  # who asked for the last off command, and why
     off_reason: str = ""
-    seen: frozenset[str] = field(default_factory=frozenset)
+    seen: tuple[str, ...] = ()  # ids of the last RECENT_IDS facts other than readings
+    reading_mark: tuple[datetime, int] | None = None  # the newest reading observed
+
+    def has_seen(self, fact: Event) -> bool:
+        """Whether ``fact`` was applied already (a redelivery) or is a reading not newer than
+        the newest one observed."""
+        if isinstance(fact, ReadingRecorded):
+            return self.reading_mark is not None and _mark(fact) <= self.reading_mark
+        return fact.event_id in self.seen
+
+    def saw(self, fact: Event) -> MeterPolicy:
+        if isinstance(fact, ReadingRecorded):
+            return replace(self, reading_mark=_mark(fact))
+        return replace(self, seen=(*self.seen, fact.event_id)[-RECENT_IDS:])
+
+
+def _mark(reading: ReadingRecorded) -> tuple[datetime, int]:
+    return reading.received_at, reading.sequence or 0
 
 
 def desired(state: MeterPolicy, now: datetime) -> Verdict:
@@ -162,10 +184,10 @@ def _absorb(state: MeterPolicy, fact: Event) -> MeterPolicy:
 
 def apply(state: MeterPolicy, event: Event) -> MeterPolicy:
     """Fold one fact (an input or a command requested for this meter); redeliveries are no-ops."""
-    if event.event_id in state.seen:
+    if state.has_seen(event):
         return state
     state = _absorb(state, event)
-    return replace(state, wanted=desired(state, event.time).supply, seen=state.seen | {event.event_id})
+    return replace(state.saw(event), wanted=desired(state, event.time).supply)
 
 
 def _command(
@@ -191,7 +213,7 @@ def _command(
 
 def decide(state: MeterPolicy, fact: Event | None, now: datetime) -> list[CommandRequested]:
     """The commands ``fact`` (None: the clock reached ``now``) causes; fold them with :func:`apply`."""
-    if fact is not None and (fact.event_id in state.seen or isinstance(fact, CommandRequested)):
+    if fact is not None and (state.has_seen(fact) or isinstance(fact, CommandRequested)):
         return []  # a command is recorded by apply, never answered: a manual trip stands
     before = state
     after = _absorb(state, fact) if fact is not None else state

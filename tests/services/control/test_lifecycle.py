@@ -16,6 +16,8 @@ from libs.events.control import (
     CommandTimedOut,
 )
 from services.control.domain.lifecycle import (
+    KEEP_ENDED,
+    RECENT_IDS,
     MeterCommands,
     RetryPolicy,
     Status,
@@ -186,3 +188,23 @@ def test_acknowledged_never_returns_to_pending_without_a_new_request(history: li
         relay = channel(before)
         if relay.pending is None and not isinstance(event, CommandRequested):
             assert channel(state).pending is None
+
+
+def test_a_meter_keeps_a_bounded_history_and_dropped_commands_stay_dropped() -> None:
+    """A long-running meter: hundreds of commands on one channel keep KEEP_ENDED of them (the
+    newest, with their audit) and RECENT_IDS ids; a redelivered request of a dropped command
+    neither re-opens it nor supersedes the pending one."""
+    state = MeterCommands(project_id=P, meter_id=M, policy=POLICY)
+    first = request("c0", s(0))
+    for i in range(300):
+        cid = f"c{i}"
+        req = first if i == 0 else request(cid, s(10 * i), Action.TRIP if i % 2 else Action.CLOSE)
+        state = fold([req, sent(cid, 1, s(10 * i + 1)), acked(cid, s(10 * i + 2))], state)
+    assert len(state.commands) == KEEP_ENDED
+    assert sorted(state.commands) == sorted(f"c{i}" for i in range(300 - KEEP_ENDED, 300))
+    assert len(state.seen) == RECENT_IDS
+    state = fold([request("c300", s(3000))], state)  # pending
+    again = fold([first, sent("c0", 1, s(3001)), acked("c0", s(3002))], state)
+    assert "c0" not in again.commands
+    assert channel(again).pending == "c300" and again.commands["c300"].status is Status.PENDING
+    assert channel(again).confirmed is Action.TRIP  # c299, the last acknowledged

@@ -14,7 +14,7 @@ from libs.events import MeterRegistered
 from libs.events import control as f
 from libs.events.base import Event
 from libs.events.control import Action, CommandRequested, Supply
-from services.control.domain.policy import MeterPolicy, decide, desired, next_wake, step
+from services.control.domain.policy import RECENT_IDS, MeterPolicy, decide, desired, next_wake, step
 from services.control.domain.protection import Breaker, LoadLimit, LoadWatch, MalignantRule, MalignantWatch
 from services.control.domain.schedules import TimeControl
 from tests.services.control.helpers import M, P, arrears, arrears_cleared, at, env, op, reading
@@ -204,3 +204,24 @@ def test_supply_commands_alternate_and_repeated_readings_are_silent(facts: list[
         assert echo == []
     supply = [c.action for c in out if c.action in (Action.TRIP, Action.CLOSE)]
     assert all(a != b for a, b in itertools.pairwise([Action.CLOSE, *supply]))
+
+
+def test_a_meter_remembers_a_bounded_window_of_ids_and_its_newest_reading() -> None:
+    """A year of readings and many operator facts keep the meter's state small; a reading not
+    newer than the newest observed (a redelivery, or stale) changes nothing."""
+    limit = LoadLimit(limit_kw=Decimal(5), sustain_s=60)
+    state = replace(fresh(), load_limit=limit)
+    for minute in range(2000):
+        state, _ = step(state, reading(NOW + timedelta(minutes=minute), 1), NOW + timedelta(minutes=minute))
+    for i in range(200):
+        keep = op(f.KeepPowerCleared if i % 2 else f.KeepPowerSet, NOW + timedelta(days=2, seconds=i))
+        state, _ = step(state, keep, keep.time)
+    assert len(state.seen) == RECENT_IDS
+    assert state.reading_mark is not None and state.reading_mark[0] == NOW + timedelta(minutes=1999)
+    over = reading(NOW + timedelta(days=3), 9)
+    once, _ = step(state, over, over.time)
+    assert once.load != state.load  # the reading was observed: the load is over its limit
+    again, commands = step(once, over, over.time + timedelta(seconds=1))
+    assert (again, commands) == (once, [])
+    stale, commands = step(once, reading(NOW + timedelta(days=2), 9), over.time)
+    assert (stale, commands) == (once, [])

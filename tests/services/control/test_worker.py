@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 from datetime import datetime, timedelta
 from typing import Any
+
+import pytest
 
 from libs.events import AccountOpened, AlarmCleared, AlarmRaised
 from libs.events.acquisition import MeterRegistered
@@ -23,10 +26,10 @@ from libs.events.control import (
     Operation,
     SocketResetRequested,
 )
-from libs.stack.processor import Inbound
+from libs.stack.processor import Inbound, SnapshotRejected
 from services.control import views
-from services.control.domain.lifecycle import RetryPolicy, Status
-from services.control.worker import ControlState, retry_id
+from services.control.domain.lifecycle import KEEP_ENDED, RetryPolicy, Status
+from services.control.worker import COMPACT_EVERY, SNAPSHOT_VERSION, ControlState, retry_id
 from tests.services.control.helpers import P, at, env
 
 T = at(2026, 11, 21, 9, 0)
@@ -279,3 +282,30 @@ def test_parameter_downloads_go_to_meters_that_keep_prices_whatever_the_order() 
     ]
     assert views.command(state.command(project[0].command_id))["status"] == "pending"  # type: ignore[arg-type]
     assert requests(ControlState(POLICY, parameter_models=()).fold(tariff(2, TOU))) == []
+
+
+def test_the_command_index_forgets_commands_the_meters_dropped() -> None:
+    """Trip / restore cycles for a long time: the index of command ids stays as small as the
+    meters' bounded histories (lifecycle.KEEP_ENDED per channel), and the latest are queryable."""
+    state = ControlState(POLICY)
+    state.fold(opened("a1", "m1"))
+    when, ids = T, []
+    for _ in range(KEEP_ENDED + 10):
+        for fact in (raised("a1", when), cleared("a1", when + timedelta(minutes=1))):
+            (cmd,) = requests(state.fold(fact))
+            state.fold(sender(cmd, CommandSent, fact.time + timedelta(seconds=1), attempt=1))
+            state.fold(sender(cmd, CommandAcknowledged, fact.time + timedelta(seconds=2)))
+            ids.append(cmd.command_id)
+        when += timedelta(hours=1)
+    state.due(when + COMPACT_EVERY)
+    assert sorted(state.index) == sorted(ids[-KEEP_ENDED:])
+    assert state.command(ids[-1]) is not None and state.command(ids[0]) is None
+
+
+def test_a_snapshot_of_another_version_is_rejected_for_a_rebuild_from_the_log() -> None:
+    state = ControlState(POLICY)
+    state.fold(opened("a1", "m1"))
+    old = pickle.loads(state.snapshot(0))
+    old.version = SNAPSHOT_VERSION - 1
+    with pytest.raises(SnapshotRejected):
+        ControlState(POLICY).restore(0, pickle.dumps(old))
