@@ -122,8 +122,9 @@ class PartitionState(Protocol):
         """Load the state of ``partition`` (``None``: start empty)."""
         ...
 
-    def snapshot(self, partition: int) -> bytes:
-        """The state of ``partition`` as bytes."""
+    def snapshot(self, partition: int) -> bytes | Callable[[], bytes]:
+        """The state of ``partition`` as bytes, or a function that makes them from a copy taken
+        now (called in the writer thread: a large state is pickled off the event loop)."""
         ...
 
     def forget(self, partition: int) -> None:
@@ -281,9 +282,10 @@ class Processor:
             await self._snapshot(sorted(self.owned))
 
     async def _snapshot(self, partitions: Sequence[int], wait: bool = True) -> None:
-        """Snapshot ``partitions``: state and offsets are taken now; the files are written in a
-        thread, in order, and awaited only when ``wait`` (revocation, shutdown) — a periodic
-        snapshot must not hold the next batch for an fsync."""
+        """Snapshot ``partitions``: state and offsets are taken now; the state is serialised and
+        the files written in a thread, in order, and awaited only when ``wait`` (revocation,
+        shutdown) — a periodic snapshot must hold the next batch neither for pickling a large
+        state (~0.1 s for billing's books of a few thousand accounts) nor for an fsync."""
         await self.app.producer.flush()  # outputs of everything in the snapshot are on the broker
         items = [(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions]
         self.stats.snapshots += 1
@@ -299,9 +301,9 @@ class Processor:
         if wait:
             await self._writing
 
-    def _write(self, items: Sequence[tuple[int, dict[str, int], bytes]]) -> None:
+    def _write(self, items: Sequence[tuple[int, dict[str, int], bytes | Callable[[], bytes]]]) -> None:
         for partition, offsets, blob in items:
-            self.snapshots.write(partition, offsets, blob)
+            self.snapshots.write(partition, offsets, blob if isinstance(blob, bytes) else blob())
 
     async def _run(self, stream: faust.StreamT) -> None:
         batches = stream.take_events(self.batch_size, within=self.within)  # type: ignore[attr-defined]

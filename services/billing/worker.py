@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event
@@ -78,13 +78,16 @@ class BillingState:
         # configuration wins over the snapshot's
         self.books.alarm_config, self.books.freeze_schedule = self.alarm_config, self.freeze_schedule
 
-    def snapshot(self, partition: int) -> bytes:
-        """The books as bytes (a shallow copy is consistent: entries are immutable)."""
-        waiting = {k: list(v) for k, v in self.waiting.items()}
-        return pickle.dumps(
-            (SNAPSHOT_VERSION, self.books.copy(), set(self.registered), waiting),
-            protocol=pickle.HIGHEST_PROTOCOL,
+    def snapshot(self, partition: int) -> Callable[[], bytes]:
+        """The books as bytes, pickled later from a shallow copy taken now (consistent: entries
+        are immutable), so the processor can pickle them off the event loop."""
+        doc = (
+            SNAPSHOT_VERSION,
+            self.books.copy(),
+            set(self.registered),
+            {k: list(v) for k, v in self.waiting.items()},
         )
+        return lambda: pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
 
     def forget(self, partition: int) -> None:
         """The worker lost its partitions in a rebalance: drop the books until reassigned."""

@@ -183,13 +183,15 @@ class ControlState:
                 meter.commands = _with_policy(meter.commands, self.retry)
         self._begin_replay()
 
-    def snapshot(self, partition: int) -> bytes:
-        """The state as bytes (folds are immutable; the containers are pickled as they are)."""
+    def snapshot(self, partition: int) -> Callable[[], bytes]:
+        """The state as bytes, pickled later from copies taken now (the folds are immutable; the
+        containers and the per-meter records are copied), so it can be done off the event loop."""
         snap = Snapshot(
-            self.directory, self.meters, self.attempts, self.index, self.batches, self.active, self.positions,
-            self.parameter_books, self.models, SNAPSHOT_VERSION,
+            self.directory, {k: replace(m) for k, m in self.meters.items()}, dict(self.attempts),
+            dict(self.index), dict(self.batches), set(self.active), dict(self.positions),
+            dict(self.parameter_books), dict(self.models), SNAPSHOT_VERSION,
         )  # fmt: skip
-        return pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+        return lambda: pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
 
     def forget(self, partition: int) -> None:
         """The worker lost its partitions in a rebalance: drop the state until reassigned."""

@@ -59,12 +59,30 @@ def test_facts_wait_for_what_they_need_and_survive_a_snapshot() -> None:
         state.fold(fact)
     assert state.books.accounts == {} and sum(len(q) for q in state.waiting.values()) == len(stream)
     restored = BillingState()
-    restored.restore(0, state.snapshot(0))
+    restored.restore(0, state.snapshot(0)())
     for fact in reference:
         restored.fold(fact)
     assert _balances(restored) == oracle.balances([*reference, *stream])
     kinds = {type(f) for f in reference}
     assert kinds == {TariffPublished, MeterRegistered, AccountOpened}
+
+
+def test_a_snapshot_is_the_state_when_taken_though_pickled_later() -> None:
+    """The processor pickles snapshots in its writer thread while the fold goes on."""
+    reference, stream = scenario("p", accounts=3, hours=48, seed=2)
+    state = BillingState()
+    half = len(stream) // 2
+    for fact in [*reference, *stream[:half]]:
+        state.fold(fact)
+    later = state.snapshot(0)
+    for fact in stream[half:]:
+        state.fold(fact)
+    restored = BillingState()
+    restored.restore(0, later())
+    assert _balances(restored) == oracle.balances([*reference, *stream[:half]]) != _balances(state)
+    for fact in stream[half:]:
+        restored.fold(fact)
+    assert _balances(restored) == _balances(state)
 
 
 def test_a_snapshot_of_an_older_format_is_rejected_so_the_log_rebuilds_the_books() -> None:

@@ -163,7 +163,7 @@ def test_redelivery_and_replay_after_restore_issue_nothing_new() -> None:
     assert len(first) == 2
     for fact in facts:  # redelivered
         assert state.fold(fact) == []
-    snap = state.snapshot(0)
+    snap = state.snapshot(0)()
     # A replay from the log without a snapshot re-derives the same ids for the same causes.
     fresh = ControlState(POLICY)
     again: list[Event] = []
@@ -305,7 +305,18 @@ def test_the_command_index_forgets_commands_the_meters_dropped() -> None:
 def test_a_snapshot_of_another_version_is_rejected_for_a_rebuild_from_the_log() -> None:
     state = ControlState(POLICY)
     state.fold(opened("a1", "m1"))
-    old = pickle.loads(state.snapshot(0))
+    old = pickle.loads(state.snapshot(0)())
     old.version = SNAPSHOT_VERSION - 1
     with pytest.raises(SnapshotRejected):
         ControlState(POLICY).restore(0, pickle.dumps(old))
+
+
+def test_a_snapshot_is_the_state_when_taken_though_pickled_later() -> None:
+    state = ControlState(POLICY)
+    for fact in (opened("a1", "m1"), raised("a1", T)):
+        state.fold(fact)
+    later = state.snapshot(0)
+    state.fold(cleared("a1", T + timedelta(minutes=1)))
+    restored = ControlState(POLICY)
+    restored.restore(0, later())
+    assert restored.meters[(P, "m1")].policy.arrears and not state.meters[(P, "m1")].policy.arrears
