@@ -17,6 +17,33 @@ class Channel(StrEnum):
     WECHAT = "wechat"
 
 
+class Template(StrEnum):
+    """What a notification says: the names ``NotificationRequested.template`` and
+    ``SubscriptionSet.templates`` take. The texts, and the facts each is rendered from, are the
+    notify service's (services/notify/templates.py); the API validates subscriptions against this."""
+
+    LOW_BALANCE_1 = "low_balance_1"
+    LOW_BALANCE_2 = "low_balance_2"
+    ARREARS = "arrears"
+    RECHARGE_ARRIVED = "recharge_arrived"
+    POWER_CUT = "power_cut"
+    POWER_RESTORED = "power_restored"
+    VALVE_CLOSED = "valve_closed"
+    METER_LOST_CONTACT = "meter_lost_contact"
+    ARREARS_CLEARED = "arrears_cleared"
+    LOW_BALANCE_CLEARED = "low_balance_cleared"
+    METER_CONTACT_RESTORED = "meter_contact_restored"
+    POWER_RESTORE_FAILED = "power_restore_failed"
+    VALVE_OPEN_FAILED = "valve_open_failed"
+
+
+class Locale(StrEnum):
+    """The languages every template is written in."""
+
+    ZH = "zh"
+    EN = "en"
+
+
 @event("notify.v1.notification_requested", NOTIFICATIONS.name)
 class NotificationRequested(Event):
     """A message should reach ``recipient`` (subject: recipient)."""
@@ -67,8 +94,9 @@ class NotificationSuppressed(Event):
 class SubscriptionSet(Event):
     """An account's notification preferences (subject: account id); the latest one wins.
 
-    ``templates`` None means every template; quiet hours are minutes of the local day in
-    ``timezone`` (the window may wrap midnight), both None for none.
+    ``templates`` None means every template, else names of :class:`Template` (kept as text: a
+    name this consumer does not know is ignored, not an error); quiet hours are minutes of the
+    local day in ``timezone`` (the window may wrap midnight), both None for none.
     """
 
     account_id: str

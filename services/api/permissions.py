@@ -20,6 +20,8 @@ class Permission(StrEnum):
     ACCOUNTS_READ = "accounts:read"
     ACCOUNTS_WRITE = "accounts:write"
     BALANCES_READ = "balances:read"
+    NOTIFICATIONS_READ = "notifications:read"  # an account's notification settings
+    NOTIFICATIONS_WRITE = "notifications:write"
     MONEY_RECHARGE = "money:recharge"
     MONEY_REFUND = "money:refund"
     MONEY_CLEAR = "money:clear"
@@ -39,18 +41,20 @@ class Permission(StrEnum):
 P = Permission
 _READ_ALL = {
     P.PROJECTS_READ, P.TOPOLOGY_READ, P.READINGS_READ, P.ACCOUNTS_READ, P.BALANCES_READ,
-    P.TARIFFS_READ, P.COMMANDS_READ, P.ALARMS_READ, P.REPORTS_READ,
+    P.NOTIFICATIONS_READ, P.TARIFFS_READ, P.COMMANDS_READ, P.ALARMS_READ, P.REPORTS_READ,
 }  # fmt: skip
 
 ROLES: dict[str, frozenset[Permission]] = {
     "admin": frozenset(Permission),
     "operator": frozenset(
         _READ_ALL
-        | {P.ACCOUNTS_WRITE, P.MONEY_RECHARGE, P.MONEY_REFUND, P.MONEY_CLEAR, P.MONEY_ALLOWANCE}
+        | {P.ACCOUNTS_WRITE, P.NOTIFICATIONS_WRITE}
+        | {P.MONEY_RECHARGE, P.MONEY_REFUND, P.MONEY_CLEAR, P.MONEY_ALLOWANCE}
         | {P.TARIFFS_PUBLISH, P.COMMANDS_ISSUE, P.METERS_READ_NOW}
     ),
     "cashier": frozenset(
-        {P.PROJECTS_READ, P.ACCOUNTS_READ, P.BALANCES_READ, P.TARIFFS_READ, P.MONEY_RECHARGE, P.REPORTS_READ}
+        {P.PROJECTS_READ, P.ACCOUNTS_READ, P.NOTIFICATIONS_READ, P.BALANCES_READ, P.TARIFFS_READ}
+        | {P.MONEY_RECHARGE, P.REPORTS_READ}
     ),
     "engineer": frozenset(
         {P.PROJECTS_READ, P.TOPOLOGY_READ, P.READINGS_READ, P.COMMANDS_READ, P.COMMANDS_ISSUE}

@@ -20,11 +20,15 @@ from typing import TypeVar
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from libs.events.codec import Codec, EventDecodeError
-from libs.events.topics import ALARMS, BILLING, COMM, COMMANDS, IAM, REGISTRY_TOPIC, TARIFFS
+from libs.events.notify import SubscriptionSet
+from libs.events.topics import ALARMS, BILLING, COMM, COMMANDS, IAM, NOTIFICATIONS, REGISTRY_TOPIC, TARIFFS
 from services.api.views import Views
 
 log = logging.getLogger(__name__)
-TOPICS = (IAM, REGISTRY_TOPIC, COMM, TARIFFS, BILLING, ALARMS, COMMANDS)
+TOPICS = (IAM, REGISTRY_TOPIC, COMM, TARIFFS, BILLING, ALARMS, COMMANDS, NOTIFICATIONS)
+# Of mf.notifications the API folds only the settings; the far more numerous requests and their
+# outcomes are skipped before decoding (a packed batch holding a setting carries this text too).
+_SETTINGS_MARK = SubscriptionSet.TYPE.encode()
 T = TypeVar("T")
 
 
@@ -85,6 +89,8 @@ class ReadModel:
                 for record in records:
                     self.records += 1
                     if record.value is None:
+                        continue
+                    if record.topic == NOTIFICATIONS.name and _SETTINGS_MARK not in record.value:
                         continue
                     try:
                         events = self.codec.decode(record.value)

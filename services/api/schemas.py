@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
+from zoneinfo import available_timezones
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.events.billing import BillingMode
 from libs.events.control import Action
+from libs.events.notify import Channel, Locale, Template
 from services.api.views import MeterState
 
 Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+WALL_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
 class In(BaseModel):
@@ -101,6 +105,74 @@ class BalanceOut(BaseModel):
     project_id: str
     account_id: str
     balance_fen: int
+    updated_at: datetime | None
+
+
+class QuietHoursIn(In):
+    """A local wall-clock window, ``HH:MM`` to ``HH:MM`` (it may wrap midnight): notices wait
+    until it ends, but for urgent ones (a power cut)."""
+
+    start: str = Field(pattern=WALL_TIME, examples=["22:00"])
+    end: str = Field(pattern=WALL_TIME, examples=["07:00"])
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHoursIn:
+        if self.start == self.end:
+            raise ValueError("start equals end, an empty window: send null for no quiet hours")
+        return self
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+class NotificationSettingsIn(In):
+    """What an account holder is told (``templates``), where (``channels``: to the account's phone
+    and WeChat openid), in which language and when; every field left out takes its default."""
+
+    channels: list[Channel] = Field(
+        default_factory=lambda: [Channel.SMS, Channel.WECHAT], max_length=len(Channel),
+        description="where messages go; [] for none",
+    )  # fmt: skip
+    templates: list[Template] | None = Field(
+        default=None, max_length=len(Template), description="the notices wanted; null for every one"
+    )
+    locale: Locale = Locale.ZH
+    quiet_hours: QuietHoursIn | None = None
+    timezone: str = Field(
+        default="Asia/Shanghai", min_length=1, max_length=64, description="IANA time zone of the quiet hours"
+    )
+
+    @field_validator("channels", "templates")
+    @classmethod
+    def _once_each(cls, items: list[Any] | None) -> list[Any] | None:
+        return None if items is None else list(dict.fromkeys(items))
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value not in _zones():
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)")
+        return value
+
+
+class QuietHoursOut(BaseModel):
+    start: str
+    end: str
+
+
+class NotificationSettingsOut(BaseModel):
+    """An account's notification settings; ``updated_at`` null: never set, these are the defaults."""
+
+    project_id: str
+    account_id: str
+    channels: list[Channel]
+    templates: list[str] | None = Field(description="notice names; null for every notice")
+    locale: str
+    quiet_hours: QuietHoursOut | None
+    timezone: str
+    set_by: str | None
     updated_at: datetime | None
 
 

@@ -1,5 +1,6 @@
 """The API's read model as a pure fold: ``Views.apply(event)`` updates in-memory views of
-projects, topology, accounts, balances, money movements, tariffs, alarms, commands and IAM.
+projects, topology, accounts, balances, money movements, tariffs, alarms, commands, notification
+settings and IAM.
 
 No Kafka here (see :mod:`services.api.readmodel` for the consumer). Every view is keyed by
 ``(project_id, id)`` so that one project's ids can never answer for another's; every fold is
@@ -18,6 +19,7 @@ from libs.events import acquisition as acq
 from libs.events import billing as bil
 from libs.events import control as ctl
 from libs.events import iam
+from libs.events import notify as nfy
 from libs.events.base import Event
 
 Key = tuple[str, str]
@@ -211,6 +213,9 @@ class Views:
     alarms: ProjectTable[Alarm] = field(default_factory=ProjectTable)
     active_alarms: dict[Key, set[str]] = field(default_factory=dict)  # (project, subject) -> ids
     commands: ProjectTable[Command] = field(default_factory=ProjectTable)
+    # an account's latest notification settings, and the ids of every one folded (read-your-writes)
+    subscriptions: ProjectTable[nfy.SubscriptionSet] = field(default_factory=ProjectTable)
+    subscription_ids: set[str] = field(default_factory=set)
     users: dict[str, User] = field(default_factory=dict)
     usernames: dict[str, str] = field(default_factory=dict)  # username -> user id
     keys: dict[str, ApiKey] = field(default_factory=dict)
@@ -390,6 +395,12 @@ def _command(v: Views, e: Event) -> None:
             meter.relay = relay
 
 
+def _subscription(v: Views, e: nfy.SubscriptionSet) -> None:
+    # the latest wins, in log order: one account's settings share a partition (key: the account)
+    v.subscriptions[(e.project_id, e.account_id)] = e
+    v.subscription_ids.add(e.event_id)
+
+
 def _iam(v: Views, e: Event) -> None:
     if isinstance(e, iam.ProjectCreated):
         v.projects[e.subject_id] = e.name
@@ -465,6 +476,7 @@ _HANDLERS: dict[type[Event], Any] = {
     ctl.CommandSent: _command,
     ctl.CommandFailed: _command,
     ctl.CommandAcknowledged: _command,
+    nfy.SubscriptionSet: _subscription,
     **dict.fromkeys(
         (iam.ProjectCreated, iam.UserCreated, iam.LoginRecorded, iam.ApiKeyIssued, iam.ApiKeyRevoked,
          iam.UserDisabled, iam.UserEnabled, iam.PasswordChanged, iam.UserAccessChanged, iam.WebhookSubscribed,

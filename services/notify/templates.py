@@ -1,29 +1,21 @@
 """Message templates (zh, en) and the facts they are rendered from.
 
 A :class:`Notice` is what a fact means for a tenant: a template, its parameters and the
-reference used to de-duplicate it (the alarm id, or the recharge's event id). Money is
-integer fen and is rendered as yuan with two decimals by integer arithmetic, never float.
+reference used to de-duplicate it (the alarm id, the recharge's event id, the command id).
+Money is integer fen and is rendered as yuan with two decimals by integer arithmetic, never
+float. The template names are part of the events contract (:class:`libs.events.notify.Template`):
+subscriptions name them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from libs.events.billing import AlarmKind, AlarmRaised, BalanceChanged, RechargeAccepted
-from libs.events.control import Action, CommandAcknowledged
+from libs.events.billing import AlarmCleared, AlarmKind, AlarmRaised, BalanceChanged, RechargeAccepted
+from libs.events.control import Action, CommandAcknowledged, CommandFailed
+from libs.events.notify import Template
 
-
-class Template(StrEnum):
-    LOW_BALANCE_1 = "low_balance_1"
-    LOW_BALANCE_2 = "low_balance_2"
-    ARREARS = "arrears"
-    RECHARGE_ARRIVED = "recharge_arrived"
-    POWER_CUT = "power_cut"
-    POWER_RESTORED = "power_restored"
-    VALVE_CLOSED = "valve_closed"
-    METER_LOST_CONTACT = "meter_lost_contact"
-
+__all__ = ["TEXTS", "Fact", "Notice", "Template", "notice_for", "render", "yuan"]
 
 TEXTS: dict[Template, dict[str, str]] = {
     Template.LOW_BALANCE_1: {
@@ -57,6 +49,26 @@ TEXTS: dict[Template, dict[str, str]] = {
     Template.METER_LOST_CONTACT: {
         "zh": "【{name}】表具 {meter} 已失联，工作人员正在处理。",
         "en": "[{name}] Meter {meter} has lost contact; our staff are on it.",
+    },
+    Template.ARREARS_CLEARED: {
+        "zh": "【{name}】欠费已结清，欠费提醒解除。",
+        "en": "[{name}] Your arrears are settled; the arrears alert is cleared.",
+    },
+    Template.LOW_BALANCE_CLEARED: {
+        "zh": "【{name}】电费余额已恢复正常，余额不足提醒解除。",
+        "en": "[{name}] Your balance is back to normal; the low-balance alert is cleared.",
+    },
+    Template.METER_CONTACT_RESTORED: {
+        "zh": "【{name}】表具 {meter} 已恢复通讯。",
+        "en": "[{name}] Meter {meter} is back in contact.",
+    },
+    Template.POWER_RESTORE_FAILED: {
+        "zh": "【{name}】电表 {meter} 未能恢复供电，已通知工作人员处理。",
+        "en": "[{name}] Power could not be restored to meter {meter}; our staff have been told.",
+    },
+    Template.VALVE_OPEN_FAILED: {
+        "zh": "【{name}】表具 {meter} 的阀门未能打开，已通知工作人员处理。",
+        "en": "[{name}] The valve of meter {meter} could not be opened; our staff have been told.",
     },
 }
 
@@ -92,6 +104,12 @@ _ALARMS = {
     AlarmKind.ARREARS: Template.ARREARS,
     AlarmKind.LOST_CONTACT: Template.METER_LOST_CONTACT,
 }
+# Level 2 ending says nothing on its own: level 1 is still active, or its own clearing follows.
+_CLEARED = {
+    AlarmKind.BALANCE_LEVEL1: Template.LOW_BALANCE_CLEARED,
+    AlarmKind.ARREARS: Template.ARREARS_CLEARED,
+    AlarmKind.LOST_CONTACT: Template.METER_CONTACT_RESTORED,
+}
 _ACTIONS = {
     Action.TRIP: Template.POWER_CUT,
     Action.KEEP_POWER_OFF: Template.POWER_CUT,
@@ -103,8 +121,15 @@ _STATES = {
     "closed": Template.POWER_RESTORED,
     "valve_closed": Template.VALVE_CLOSED,
 }
+# Commands whose failure leaves the holder without supply; a failed trip or valve close is the
+# staff's business (control's command_timeout alarm), not the holder's.
+_FAILED = {
+    Action.CLOSE: Template.POWER_RESTORE_FAILED,
+    Action.VALVE_OPEN: Template.VALVE_OPEN_FAILED,
+}
+_FAILED_BY_NAME = {action.value: template for action, template in _FAILED.items()}
 
-Fact = AlarmRaised | RechargeAccepted | BalanceChanged | CommandAcknowledged
+Fact = AlarmRaised | AlarmCleared | RechargeAccepted | BalanceChanged | CommandAcknowledged | CommandFailed
 
 
 def notice_for(fact: Fact, *, balance_fen: int | None = None, action: Action | None = None) -> Notice | None:
@@ -113,12 +138,21 @@ def notice_for(fact: Fact, *, balance_fen: int | None = None, action: Action | N
     ``RechargeAccepted`` needs the ledger's ``balance_fen`` after it (else None: the
     ``BalanceChanged`` that follows carries it; both share the recharge's dedupe reference).
     ``CommandAcknowledged`` needs the command's ``action`` or a ``confirmed_state`` read back.
+    ``CommandFailed`` needs the command's ``action`` and must be the failure that ends the
+    command (the caller judges that: control retries most failures); a command that ends timed
+    out arrives as control's ``command_timeout`` alarm. Both use the command id as reference,
+    so a command that ends both ways is told once.
     """
 
     def make(template: Template, params: dict[str, str], ref: str) -> Notice:
         return Notice(template, params, ref, fact.subject_id, fact.project_id, fact.correlation_id)
 
     if isinstance(fact, AlarmRaised):
+        if fact.kind is AlarmKind.COMMAND_TIMEOUT:
+            timed_out = _FAILED_BY_NAME.get(fact.details.get("action", ""))
+            if timed_out is None:
+                return None
+            return make(timed_out, {"meter": fact.subject_id}, fact.details.get("command_id", fact.alarm_id))
         template = _ALARMS.get(fact.kind)
         if template is None:
             return None
@@ -130,6 +164,12 @@ def notice_for(fact: Fact, *, balance_fen: int | None = None, action: Action | N
             if template is not Template.ARREARS:
                 params.pop("arrears")
         return make(template, params, fact.alarm_id)
+    if isinstance(fact, AlarmCleared):
+        template = _CLEARED.get(fact.kind)
+        if template is None:
+            return None
+        params = {"meter": fact.subject_id} if template is Template.METER_CONTACT_RESTORED else {}
+        return make(template, params, fact.alarm_id)
     if isinstance(fact, RechargeAccepted):
         if balance_fen is None:
             return None
@@ -140,7 +180,10 @@ def notice_for(fact: Fact, *, balance_fen: int | None = None, action: Action | N
             return None
         params = {"amount": yuan(fact.delta_fen), "balance": yuan(fact.balance_fen)}
         return make(Template.RECHARGE_ARRIVED, params, fact.causation_id or fact.event_id)
-    template = _ACTIONS.get(action) if action else _STATES.get(fact.confirmed_state or "")
+    if isinstance(fact, CommandFailed):
+        template = _FAILED.get(action) if action else None
+    else:
+        template = _ACTIONS.get(action) if action else _STATES.get(fact.confirmed_state or "")
     if template is None:
         return None
     return make(template, {"meter": fact.meter_id}, fact.command_id)

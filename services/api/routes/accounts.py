@@ -1,4 +1,5 @@
-"""Accounts (open, list), balances (one and many) and money movements with ``Idempotency-Key``.
+"""Accounts (open, list), balances (one and many), money movements with ``Idempotency-Key``, and
+each account's notification settings.
 
 A movement answers 201 with the balance after it once billing booked it (read-your-writes), or
 202 with ``Location: /money-movements/{id}`` when billing has not booked it within
@@ -11,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from services.api import sales
+from services.api import notification_settings, sales
 from services.api.context import ApiDep
 from services.api.lookups import account_out, accounts_in_scope, balance_out, find_account
 from services.api.pagination import Page, Paging, paginate
@@ -24,6 +25,8 @@ from services.api.schemas import (
     BalanceOut,
     ClearIn,
     MoneyOut,
+    NotificationSettingsIn,
+    NotificationSettingsOut,
     RechargeIn,
     RefundIn,
 )
@@ -59,6 +62,25 @@ async def get_account(api: ApiDep, scope: ProjectScope, account_id: str) -> Acco
 )
 async def get_balance(api: ApiDep, scope: ProjectScope, account_id: str) -> BalanceOut:
     return balance_out(find_account(scope, api.views, account_id))
+
+
+@router.get("/accounts/{account_id}/notifications", response_model=NotificationSettingsOut,
+            dependencies=[Needs(P.NOTIFICATIONS_READ)])  # fmt: skip
+async def get_notification_settings(
+    api: ApiDep, scope: ProjectScope, account_id: str
+) -> NotificationSettingsOut:
+    """What the holder is told, where and when (the defaults until set)."""
+    return notification_settings.current(api, scope, account_id)
+
+
+@router.put("/accounts/{account_id}/notifications", response_model=NotificationSettingsOut,
+            dependencies=[Needs(P.NOTIFICATIONS_WRITE)])  # fmt: skip
+async def set_notification_settings(
+    api: ApiDep, scope: ProjectScope, account_id: str, body: NotificationSettingsIn
+) -> NotificationSettingsOut:
+    """Replace the notification settings (a ``notify.v1.subscription_set`` fact the notify service
+    follows); fields left out take their defaults."""
+    return await notification_settings.replace(api, scope, account_id, body)
 
 
 @router.get("/balances", response_model=Page[BalanceOut], dependencies=[Needs(P.BALANCES_READ)])

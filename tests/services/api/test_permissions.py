@@ -35,6 +35,16 @@ def test_every_permission_is_used_by_some_route_and_admin_holds_all() -> None:
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
+def test_notification_settings_go_with_accounts(role: str) -> None:
+    granted = ROLES[role]
+    assert (Permission.NOTIFICATIONS_READ in granted) == (Permission.ACCOUNTS_READ in granted)
+    assert (Permission.NOTIFICATIONS_WRITE in granted) == (Permission.ACCOUNTS_WRITE in granted)
+    paths = {(m, r.path): permission_of(r) for r in routes() for m in r.methods or ()}
+    assert paths[("GET", "/accounts/{account_id}/notifications")] == Permission.NOTIFICATIONS_READ
+    assert paths[("PUT", "/accounts/{account_id}/notifications")] == Permission.NOTIFICATIONS_WRITE
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
 async def test_role_gets_403_exactly_where_the_table_says(harness: Harness, role: str) -> None:
     h = harness
     _, headers = await h.user((role,), ("p-matrix",))

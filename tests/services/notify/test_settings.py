@@ -4,6 +4,7 @@ without its credentials is refused, naming the environment variables."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from libs.settings import ConfigError, load
 from services.notify.settings import NotifySettings
+from services.notify.templates import Template
 
 
 def check(**env: str) -> subprocess.CompletedProcess[str]:
@@ -41,3 +43,29 @@ def test_template_maps_must_cover_every_template() -> None:
         load(NotifySettings, notify_sms_templates={"bogus": "SMS_1"})
     limits = load(NotifySettings, notify_max_attempts=2, notify_burst=9).limits
     assert (limits.max_attempts, limits.bucket_capacity) == (2, 9)
+
+
+NEW = [
+    "arrears_cleared",
+    "low_balance_cleared",
+    "meter_contact_restored",
+    "power_restore_failed",
+    "valve_open_failed",
+]
+
+
+def test_a_map_written_before_the_alarm_clear_and_restore_failure_notices_names_them_missing() -> None:
+    defaults = load(NotifySettings)
+    assert defaults.notify_sms_templates["power_restore_failed"] == "SMS_POWER_RESTORE_FAILED"
+    assert set(defaults.notify_wechat_templates) == {t.value for t in Template} >= set(NEW)
+    older = {t: code for t, code in defaults.notify_sms_templates.items() if t not in NEW}
+    with pytest.raises(ConfigError, match=re.escape(f"MF_NOTIFY_SMS_TEMPLATES: unknown [], missing {NEW}")):
+        load(NotifySettings, notify_sms_templates=older)
+
+
+def test_control_max_attempts_is_read_from_controls_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MF_CONTROL_MAX_ATTEMPTS", "5")
+    assert load(NotifySettings).control_max_attempts == 5
+    monkeypatch.setenv("MF_CONTROL_MAX_ATTEMPTS", "0")
+    with pytest.raises(ConfigError, match="MF_CONTROL_MAX_ATTEMPTS"):
+        load(NotifySettings)

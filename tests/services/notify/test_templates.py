@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from libs.events.billing import AlarmKind, AlarmRaised, BalanceChanged, RechargeAccepted
-from libs.events.control import Action, CommandAcknowledged
+from libs.events.billing import AlarmCleared, AlarmKind, AlarmRaised, BalanceChanged, RechargeAccepted
+from libs.events.control import Action, CommandAcknowledged, CommandFailed
+from libs.events.notify import Locale
 from services.notify.templates import TEXTS, Template, notice_for, render, yuan
 
 
@@ -37,7 +38,8 @@ def test_yuan_round_trips_exactly(fen):
 
 def test_every_template_has_zh_and_en():
     assert set(TEXTS) == set(Template)
-    assert all(set(texts) == {"zh", "en"} for texts in TEXTS.values())
+    assert {"zh", "en"} == set(Locale)
+    assert all(set(texts) == set(Locale) for texts in TEXTS.values())
 
 
 def test_low_balance_level1():
@@ -136,3 +138,74 @@ def test_command_acknowledged(action, state, zh):
 
 def test_unknown_locale_falls_back_to_zh():
     assert render(Template.POWER_RESTORED, "fr", {"meter": "m-1"}, "A") == "【A】电表 m-1 已恢复供电。"
+
+
+def cleared(kind: AlarmKind, subject: str = "acc-1") -> AlarmCleared:
+    return AlarmCleared(
+        project_id="p1", subject_id=subject, alarm_id="al-1", kind=kind, reason="balance 2500 fen",
+        causation_id="bc-1",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "subject", "zh", "en"),
+    [
+        (AlarmKind.ARREARS, "acc-1", "【A】欠费已结清，欠费提醒解除。",
+         "[A] Your arrears are settled; the arrears alert is cleared."),
+        (AlarmKind.BALANCE_LEVEL1, "acc-1", "【A】电费余额已恢复正常，余额不足提醒解除。",
+         "[A] Your balance is back to normal; the low-balance alert is cleared."),
+        (AlarmKind.LOST_CONTACT, "m-0042", "【A】表具 m-0042 已恢复通讯。", "[A] Meter m-0042 is back in contact."),
+    ],
+)  # fmt: skip
+def test_alarm_cleared(kind, subject, zh, en):
+    notice = notice_for(cleared(kind, subject))
+    assert notice is not None and notice.dedupe_ref == "al-1" and notice.subject_id == subject
+    assert render(notice.template, "zh", notice.params, "A") == zh
+    assert render(notice.template, "en", notice.params, "A") == en
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [AlarmKind.BALANCE_LEVEL2, AlarmKind.OVERLOAD, AlarmKind.COMMAND_TIMEOUT, AlarmKind.MALIGNANT_LOAD],
+)
+def test_clearings_the_holder_need_not_hear_give_none(kind):
+    # level 2 ending leaves level 1 active (still low), or level 1's own clearing says it
+    assert notice_for(cleared(kind)) is None
+
+
+def failed(reason: str = "no_reply: timeout") -> CommandFailed:
+    return CommandFailed(
+        project_id="p1", subject_id="m-1", command_id="c-1", meter_id="m-1", attempt=3, reason=reason,
+        will_retry=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("action", "zh", "en"),
+    [
+        (Action.CLOSE, "【A】电表 m-1 未能恢复供电，已通知工作人员处理。",
+         "[A] Power could not be restored to meter m-1; our staff have been told."),
+        (Action.VALVE_OPEN, "【A】表具 m-1 的阀门未能打开，已通知工作人员处理。",
+         "[A] The valve of meter m-1 could not be opened; our staff have been told."),
+    ],
+)  # fmt: skip
+def test_a_restore_that_failed_or_timed_out(action, zh, en):
+    notice = notice_for(failed(), action=action)
+    assert notice is not None and notice.dedupe_ref == "c-1"
+    assert render(notice.template, "zh", notice.params, "A") == zh
+    assert render(notice.template, "en", notice.params, "A") == en
+    timeout = AlarmRaised(
+        project_id="p1", subject_id="m-1", alarm_id="al-t", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
+        message="not confirmed in time", details={"command_id": "c-1", "action": action.value, "attempts": "3"},
+    )  # fmt: skip
+    assert notice_for(timeout) == notice  # one command, one reference: told once whichever way it ended
+
+
+@pytest.mark.parametrize("action", [None, Action.TRIP, Action.VALVE_CLOSE, Action.READ, Action.SET_PARAMETER])
+def test_other_failures_are_the_staffs_business(action):
+    assert notice_for(failed(), action=action) is None
+    timeout = AlarmRaised(
+        project_id="p1", subject_id="m-1", alarm_id="al-t", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
+        message="", details={"command_id": "c-1", "action": action.value if action else "bogus"},
+    )  # fmt: skip
+    assert notice_for(timeout) is None

@@ -1,14 +1,18 @@
-"""The decider's fold: which facts become which requests, once, for whom, in which language."""
+"""The decider's fold: which facts become which requests, once, for whom, in which language; when
+an alarm's end and a restore's failure are told."""
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, time, timedelta
 
 from libs.events import (
     AccountOpened,
+    AlarmCleared,
     AlarmRaised,
     BalanceChanged,
     CommandAcknowledged,
+    CommandFailed,
     CommandRequested,
     NotificationRequested,
     SubscriptionSet,
@@ -16,15 +20,18 @@ from libs.events import (
 from libs.events.billing import AlarmKind, BillingMode
 from libs.events.control import Action
 from libs.events.notify import Channel
+from services.control.settings import ControlSettings
+from services.control.worker import RETRIABLE
 from services.notify.delivery import QuietHours
+from services.notify.settings import NotifySettings
 from services.notify.templates import Template, render
-from services.notify.worker import NotifyState
+from services.notify.worker import RETRIED_REASONS, NotifyState
 
 NOW = datetime(2026, 11, 21, 4, 0, tzinfo=UTC)
 
 
-def state() -> NotifyState:
-    return NotifyState(max_age_s=3600, clock=lambda: NOW.timestamp())
+def state(command_attempts: int = 3) -> NotifyState:
+    return NotifyState(max_age_s=3600, clock=lambda: NOW.timestamp(), command_attempts=command_attempts)
 
 
 def opened(account: str = "acc-1", phone: str | None = "+8613800138000", openid: str | None = "oStu1"):
@@ -142,3 +149,155 @@ def test_stale_facts_notify_nobody_and_state_survives_a_snapshot() -> None:
     assert len(emitted) == 2
     restored.forget(0)
     assert restored.settings_for("acc-1") is None
+
+
+def balance_cleared(kind: AlarmKind, cause: str, account: str = "acc-1") -> AlarmCleared:
+    return AlarmCleared(
+        project_id="p", subject_id=account, alarm_id=f"al-{kind}-{cause}", kind=kind,
+        reason="balance 2500 fen", causation_id=cause, time=NOW,
+    )  # fmt: skip
+
+
+def test_one_balance_change_ending_several_alarms_is_told_once() -> None:
+    s = state()
+    s.fold(opened(openid=None))
+    # a recharge out of arrears and above both thresholds: billing clears all three, arrears first
+    told = [r for kind in (AlarmKind.ARREARS, AlarmKind.BALANCE_LEVEL1, AlarmKind.BALANCE_LEVEL2)
+            for r in s.fold(balance_cleared(kind, "bc-1"))]  # fmt: skip
+    assert [(r.template, r.dedupe_ref) for r in told] == [("arrears_cleared", "al-arrears-bc-1")]
+    text = render(Template.ARREARS_CLEARED, told[0].locale, told[0].params, "张三")
+    assert text == "【张三】欠费已结清，欠费提醒解除。"
+    # a later recharge lifts the balance above level 1 only
+    [low] = s.fold(balance_cleared(AlarmKind.BALANCE_LEVEL1, "bc-2"))
+    assert low.template == "low_balance_cleared"
+    assert s.fold(balance_cleared(AlarmKind.BALANCE_LEVEL1, "bc-2")) == []  # redelivered
+
+
+def test_clearings_wait_for_their_account_and_a_meter_back_in_contact_is_told() -> None:
+    s = state()
+    back = AlarmCleared(
+        project_id="p", subject_id="m-acc-1", alarm_id="al-lost", kind=AlarmKind.LOST_CONTACT,
+        reason="online", time=NOW,
+    )  # fmt: skip
+    assert s.fold(back) == [] and s.fold(balance_cleared(AlarmKind.ARREARS, "bc-1")) == []
+    released = s.fold(opened(openid=None))
+    assert sorted((r.template, r.params.get("meter", "")) for r in released) == [
+        ("arrears_cleared", ""), ("meter_contact_restored", "m-acc-1"),
+    ]  # fmt: skip
+
+
+def close(command_id: str = "cmd-1", **params: str) -> CommandRequested:
+    return CommandRequested(
+        project_id="p", subject_id="m-acc-1", command_id=command_id, meter_id="m-acc-1", action=Action.CLOSE,
+        requested_by="policy:arrears", reason="arrears cleared", params=params, time=NOW,
+    )  # fmt: skip
+
+
+def failure(command_id: str, reason: str = "no_reply: 3 tries") -> CommandFailed:
+    # acquisition's: every failure final on its side, attempt 1 of the id it executed
+    return CommandFailed(
+        project_id="p", subject_id="m-acc-1", command_id=command_id, meter_id="m-acc-1", attempt=1,
+        reason=reason, will_retry=False, time=NOW,
+    )  # fmt: skip
+
+
+def test_a_restore_is_told_failed_once_control_stops_retrying_it() -> None:
+    s = state()
+    s.fold(opened(openid=None))
+    s.fold(close())
+    assert s.fold(failure("cmd-1")) == []  # control retries it
+    s.fold(close("cmd-1-a2", retry_of="cmd-1", attempt="2"))
+    assert s.fold(failure("cmd-1-a2", "transport: link down")) == []
+    s.fold(close("cmd-1-a3", retry_of="cmd-1", attempt="3"))
+    [told] = s.fold(failure("cmd-1-a3"))  # the last attempt
+    assert (told.template, told.dedupe_ref, told.params) == (
+        "power_restore_failed",
+        "cmd-1",
+        {"meter": "m-acc-1"},
+    )
+    text = render(Template.POWER_RESTORE_FAILED, "en", told.params, "Zhang San")
+    assert text == "[Zhang San] Power could not be restored to meter m-acc-1; our staff have been told."
+    assert s.fold(failure("cmd-1-a3")) == []  # redelivered
+    timeout = AlarmRaised(
+        project_id="p", subject_id="m-acc-1", alarm_id="al-t", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
+        message="", details={"command_id": "cmd-1", "action": "close"}, time=NOW,
+    )  # fmt: skip
+    assert s.fold(timeout) == []  # the same command: told already
+    assert s.directory.commands == {} and s.directory.attempts == {}
+
+
+def test_a_refused_restore_is_final_at_once_and_a_failed_trip_is_not_told() -> None:
+    s = state(command_attempts=5)
+    s.fold(opened(openid=None))
+    s.fold(close())
+    [told] = s.fold(failure("cmd-1", "rejected: meter refused"))
+    assert told.template == "power_restore_failed"
+    trip = close("cmd-2").model_copy(update={"action": Action.TRIP})
+    s.fold(trip)
+    assert s.fold(failure("cmd-2", "rejected: meter refused")) == []
+    assert s.directory.commands == {}
+
+
+def test_a_retry_that_succeeds_restores_power_and_a_timeout_alarm_tells_the_failure() -> None:
+    s = state()
+    s.fold(opened(openid=None))
+    s.fold(close())
+    s.fold(failure("cmd-1"))
+    s.fold(close("cmd-1-a2", retry_of="cmd-1", attempt="2"))
+    ack = CommandAcknowledged(
+        project_id="p", subject_id="m-acc-1", command_id="cmd-1-a2", meter_id="m-acc-1", time=NOW
+    )
+    [restored] = s.fold(ack)
+    assert restored.template == "power_restored"
+    assert s.directory.commands == {} and s.directory.attempts == {}
+    s.fold(close("cmd-2"))
+    timeout = AlarmRaised(
+        project_id="p", subject_id="m-acc-1", alarm_id="al-t2", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
+        message="", details={"command_id": "cmd-2", "action": "close"}, time=NOW,
+    )  # fmt: skip
+    [told] = s.fold(timeout)
+    assert (told.template, told.dedupe_ref) == ("power_restore_failed", "cmd-2")
+    assert "cmd-2" not in s.directory.commands
+
+
+def test_subscriptions_name_the_new_notices() -> None:
+    s = state()
+    s.fold(opened(openid=None))
+    s.fold(SubscriptionSet(project_id="p", subject_id="acc-1", account_id="acc-1",
+                           templates=("power_restore_failed", "no_such_notice")))  # fmt: skip
+    settings = s.settings_for("acc-1")
+    assert settings is not None and settings.templates == {Template.POWER_RESTORE_FAILED}
+    assert s.fold(balance_cleared(AlarmKind.ARREARS, "bc-1")) == []  # not subscribed
+    s.fold(close())
+    assert [r.template for r in s.fold(failure("cmd-1", "unsupported: no relay"))] == ["power_restore_failed"]
+
+
+def test_a_snapshot_of_an_older_directory_restores_with_the_new_fields_empty() -> None:
+    s = state()
+    s.fold(opened())
+    old = s.directory
+    del old.__dict__["attempts"], old.__dict__["balance_cleared"]  # as pickled before they existed
+    restored = state()
+    restored.restore(0, pickle.dumps(old))
+    assert restored.directory.attempts == {} and restored.directory.balance_cleared == {}
+    assert restored.settings_for("acc-1") == s.settings_for("acc-1")
+    assert [r.template for r in restored.fold(balance_cleared(AlarmKind.ARREARS, "bc-1"))] == [
+        "arrears_cleared", "arrears_cleared",
+    ]  # fmt: skip
+
+
+def test_failures_are_judged_as_control_judges_them() -> None:
+    assert RETRIED_REASONS == RETRIABLE
+    default = NotifySettings.model_fields["control_max_attempts"].default
+    assert default == ControlSettings.model_fields["control_max_attempts"].default
+    assert NotifyState().command_attempts == default
+
+
+def test_a_time_zone_that_is_no_zone_keeps_shanghai() -> None:
+    s = state()
+    s.fold(opened())
+    for zone in ("Mars/Olympus_Mons", "America", "../etc"):
+        s.fold(SubscriptionSet(project_id="p", subject_id="acc-1", account_id="acc-1", timezone=zone,
+                               quiet_start_minute=60, quiet_end_minute=120))  # fmt: skip
+        settings = s.settings_for("acc-1")
+        assert settings is not None and settings.quiet_hours == QuietHours(time(1), time(2), "Asia/Shanghai")
