@@ -232,8 +232,10 @@ class AlarmRaised(Event):
 
 @event("billing.v1.alarm_cleared", ALARMS.name)
 class AlarmCleared(Event):
-    """An alarm ended."""
+    """An alarm ended. A balance alarm's ``details`` name the ``balance_fen`` and the money
+    movement that ended it (``cause``: recharge, refund, clear, allowance, adjustment or charge)."""
 
     alarm_id: str
     kind: AlarmKind
     reason: str
+    details: dict[str, str] = Field(default_factory=dict)

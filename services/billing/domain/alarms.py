@@ -65,6 +65,16 @@ def conditions(balance_fen: int, overdraft_fen: int, policy: AlarmPolicy) -> set
     return out
 
 
+def cause_of(event: Event) -> str:
+    """What changed the balance or the limits: recharge, refund, clear, allowance, adjustment,
+    charge or thresholds (``AlarmCleared.details["cause"]``: notify does not tell a holder that an
+    alarm ended after a recharge — the recharge's own message says so)."""
+    name = event.TYPE.rsplit(".", 1)[-1]
+    if name == "alarm_thresholds_set":
+        return "thresholds"
+    return name.removesuffix("_accepted").removesuffix("_applied")
+
+
 def evaluate(
     subject: Subject,
     active: dict[AlarmKind, str],
@@ -105,6 +115,7 @@ def evaluate(
                 alarm_id=alarm_id,
                 kind=kind,
                 reason=f"balance {balance_fen} fen",
+                details={"balance_fen": str(balance_fen), "cause": cause_of(cause)},
                 **envelope,
             )
         )

@@ -106,6 +106,10 @@ def test_alarm_levels_and_arrears_raised_and_cleared():
     out = run(b, cmd(Recharge, "k2", amount_fen=1000))  # 900: arrears and level 2 end, level 1 stays
     cleared = {e.kind: e.alarm_id for e in out if isinstance(e, AlarmCleared)}
     assert cleared == {k: raised[k].alarm_id for k in (AlarmKind.BALANCE_LEVEL2, AlarmKind.ARREARS)}
+    assert {e.kind: e.details for e in out if isinstance(e, AlarmCleared)}[AlarmKind.ARREARS] == {
+        "balance_fen": "900",
+        "cause": "recharge",
+    }
     assert not [e for e in out if isinstance(e, CommandRequested)]
     assert b.account(P, "a1").alarms.keys() == {AlarmKind.BALANCE_LEVEL1}
 

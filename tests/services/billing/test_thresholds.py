@@ -36,6 +36,7 @@ def test_account_thresholds_apply_at_once_and_to_later_charges() -> None:
     out = state.fold(reading(at(2024, 3, 1, 2), 41))  # 41 kWh x 50 fen: 3000 -> 950
     assert kinds(out) == [("AlarmRaised", AlarmKind.BALANCE_LEVEL2)]  # by the account's 1000
     cleared = state.fold(thresholds(500, 100, n=2))
+    assert {e.details["cause"] for e in cleared if isinstance(e, AlarmCleared)} == {"thresholds"}
     assert kinds(cleared) == [
         ("AlarmCleared", AlarmKind.BALANCE_LEVEL1),
         ("AlarmCleared", AlarmKind.BALANCE_LEVEL2),
