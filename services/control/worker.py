@@ -93,7 +93,7 @@ POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRe
 UNUSED = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPLAY_QUIET_S = 5.0
-SNAPSHOT_VERSION = 2  # bump when the state's shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 3  # bump when the state's shape changes: older snapshots are rebuilt from the log
 COMPACT_EVERY = timedelta(minutes=10)  # how often the command index drops forgotten commands
 MAX_WAKES_PER_TICK = 1000  # per meter: a schedule far behind catches up over several ticks
 

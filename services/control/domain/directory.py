@@ -19,14 +19,15 @@ from libs.events.billing import AccountOpened, AlarmCleared, AlarmRaised
 
 @dataclass(frozen=True)
 class Directory:
-    accounts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    accounts: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)  # (project, account)
     alarms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # active alarm id → meters
 
 
 def apply(directory: Directory, event: Event) -> Directory:
     """Learn accounts' meters, and where active alarms went (route the event first)."""
     if isinstance(event, AccountOpened):
-        return replace(directory, accounts={**directory.accounts, event.account_id: event.meter_ids})
+        key = (event.project_id, event.account_id)
+        return replace(directory, accounts={**directory.accounts, key: event.meter_ids})
     if isinstance(event, AlarmRaised):
         return replace(directory, alarms={**directory.alarms, event.alarm_id: route(directory, event)})
     if isinstance(event, AlarmCleared) and event.alarm_id in directory.alarms:
@@ -40,9 +41,9 @@ def route(directory: Directory, event: Event) -> tuple[str, ...]:
     """The meter ids whose policy fold must see ``event``."""
     if isinstance(event, AlarmRaised):
         listed = tuple(m for m in event.details.get("meter_ids", "").split(",") if m)
-        return listed or directory.accounts.get(event.subject_id, (event.subject_id,))
+        return listed or directory.accounts.get((event.project_id, event.subject_id), (event.subject_id,))
     if isinstance(event, AlarmCleared):
         known = directory.alarms.get(event.alarm_id)
-        return known or directory.accounts.get(event.subject_id, (event.subject_id,))
+        return known or directory.accounts.get((event.project_id, event.subject_id), (event.subject_id,))
     meter_id = getattr(event, "meter_id", None)
     return (meter_id,) if isinstance(meter_id, str) else ()

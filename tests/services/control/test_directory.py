@@ -26,3 +26,14 @@ def test_alarms_listing_meters_route_without_the_account_and_clears_follow_their
     assert route(d, cleared) == ("m4", "m5")
     assert apply(d, cleared).alarms == {}
     assert route(Directory(), cleared) == ("a9",)  # unknown alarm and account: taken as a meter
+
+
+def test_projects_reusing_an_account_id_keep_their_own_meters() -> None:
+    def opened(project: str, *meters: str) -> AccountOpened:
+        return AccountOpened(**{**env(T, "a1"), "project_id": project}, account_id="a1", mode=BillingMode.PREPAID,
+                             meter_ids=meters, tariff_id="t1", holder="x", opened_by="op")  # fmt: skip
+
+    d = apply(apply(Directory(), opened("east", "m1")), opened("west", "m9"))
+    alarm = arrears(T, meter="a1")
+    assert route(d, alarm.model_copy(update={"project_id": "east"})) == ("m1",)
+    assert route(d, alarm.model_copy(update={"project_id": "west"})) == ("m9",)
