@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
+from libs.events.acquisition import MeterRegistered, MeterReplaced, Rate, ReadingRecorded
 from libs.events.base import Event, event_id_for
 from libs.events.billing import (
     AccountOpened,
@@ -44,7 +44,7 @@ from services.billing.domain.consumption import (
 )
 from services.billing.domain.evolve import evolve
 from services.billing.domain.facts import AdjustmentAccepted, ChargeApplied, Command
-from services.billing.domain.pricing import Window, price_delta, window
+from services.billing.domain.pricing import Template, Window, price_delta, templates, window
 from services.billing.domain.purchases import PurchaseWatch, reconcile
 from services.billing.domain.settlement import (
     BillDraft,
@@ -79,10 +79,11 @@ class Books:
     charged_period: dict[Key, str] = field(default_factory=dict)  # meter -> latest month charged
     # (project, account id) -> the account's thresholds; (project, "") -> the project's default
     thresholds: dict[Key, AlarmPolicy] = field(default_factory=dict)
-    # a cache, not state: (project, tariff, priced by rate?) -> (the book it was computed for, window)
-    windows: dict[tuple[str, str, bool], tuple[TariffBook, Window]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    # a cache, not state: (project, tariff, the rates read besides the total) -> (the book it was
+    # computed for, an uncut window, the line templates there)
+    windows: dict[
+        tuple[str, str, tuple[Rate, ...]], tuple[TariffBook, Window, tuple[Template, ...] | None]
+    ] = field(default_factory=dict, compare=False, repr=False)
 
     def copy(self) -> Books:
         return Books(
@@ -191,13 +192,8 @@ class Books:
         book = self.tariffs.get((account.project_id, account.tariff_id)) or TariffBook(
             tariff_id=account.tariff_id
         )
-        charge = price_delta(
-            book,
-            outcome,
-            account.tier_used,
-            account.opened_at,
-            self._window(account.project_id, book, outcome),
-        )
+        uncut, cached = self._window(account.project_id, book, outcome)
+        charge = price_delta(book, outcome, account.tier_used, account.opened_at, uncut, cached)
         if not charge.lines:
             return []
         applied = ChargeApplied(
@@ -220,12 +216,14 @@ class Books:
             out += self._settle(account, applied)
         return out
 
-    def _window(self, project_id: str, book: TariffBook, delta: Delta) -> Window:
-        key = (project_id, book.tariff_id, bool(delta.by_rate))
+    def _window(
+        self, project_id: str, book: TariffBook, delta: Delta
+    ) -> tuple[Window, tuple[Template, ...] | None]:
+        key = (project_id, book.tariff_id, tuple(delta.by_rate))
         cached = self.windows.get(key)
         if cached is None or cached[0] is not book or not cached[1][0] <= delta.start < cached[1][1]:
-            cached = self.windows[key] = (book, window(book, delta))
-        return cached[1]
+            cached = self.windows[key] = (book, window(book, delta), templates(book, delta))
+        return cached[1], cached[2]
 
     def _settle(self, account: ledger.AccountState, charge: ChargeApplied) -> list[Event]:
         """Add the charge to its month's bill; issue the months every meter has moved past."""

@@ -176,17 +176,17 @@ def observe(state: MeterState, fact: ReadingRecorded) -> tuple[MeterState, Outco
     if _billed(state, fact.registers) is None:
         return state, Ignored("no_register")
     snap = Snapshot(at, fact.sequence or (last.sequence if last else 0), fact.registers)
-    state = state.remember(fact.event_id)
+    recent = (*state.recent_ids, fact.event_id)[-RECENT_IDS:]  # as remember(), in one copy
     if last is None:
-        return evolve(state, last=snap), Ignored("baseline")
+        return evolve(state, recent_ids=recent, last=snap), Ignored("baseline")
     outcome = _delta(state, last, snap, fact.event_id)
     if isinstance(outcome, Anomaly) and state.suspect is not None:
         confirmed = _delta(state, state.suspect, snap, fact.event_id)
         if isinstance(confirmed, Delta):
-            return evolve(state, last=snap, suspect=None), confirmed
+            return evolve(state, recent_ids=recent, last=snap, suspect=None), confirmed
     if isinstance(outcome, Anomaly):
-        return evolve(state, suspect=snap), outcome
-    return evolve(state, last=snap, suspect=None), outcome
+        return evolve(state, recent_ids=recent, suspect=snap), outcome
+    return evolve(state, recent_ids=recent, last=snap, suspect=None), outcome
 
 
 def replaced(state: MeterState, fact: MeterReplaced) -> tuple[MeterState, Outcome]:

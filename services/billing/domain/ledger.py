@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from libs.events.base import Event, event_id_for
 from libs.events.billing import (
@@ -31,7 +32,7 @@ from libs.events.billing import (
     RechargeAccepted,
     RefundAccepted,
 )
-from services.billing.domain.alarms import AlarmPolicy, Subject, evaluate
+from services.billing.domain.alarms import AlarmPolicy, Subject, conditions, evaluate
 from services.billing.domain.evolve import evolve
 from services.billing.domain.facts import (
     Adjust,
@@ -106,8 +107,10 @@ def opened(fact: AccountOpened) -> AccountState:
 
 
 def _moved(
-    account: AccountState, delta: int, reason: str, cause: Event, policy: AlarmPolicy
+    account: AccountState, delta: int, reason: str, cause: Event, policy: AlarmPolicy, **changes: Any
 ) -> tuple[AccountState, list[Event]]:
+    """The account after ``delta`` fen (and ``changes``), its ``BalanceChanged`` and the alarms
+    that change raises or clears."""
     balance = account.balance_fen + delta
     changed = BalanceChanged(
         event_id=event_id_for(account.project_id, "balance", cause.event_id),
@@ -121,11 +124,12 @@ def _moved(
         balance_fen=balance,
         reason=reason,
     )
-    account = evolve(account, balance_fen=balance)
     if account.mode is not BillingMode.PREPAID:
-        return account, [changed]
+        return evolve(account, balance_fen=balance, **changes), [changed]
+    if conditions(balance, account.overdraft_fen, policy) == account.alarms.keys():
+        return evolve(account, balance_fen=balance, **changes), [changed]  # no alarm starts or ends
     alarms, emitted = evaluate(account.subject, account.alarms, balance, cause, policy)
-    return evolve(account, alarms=alarms), [changed, *emitted]
+    return evolve(account, balance_fen=balance, alarms=alarms, **changes), [changed, *emitted]
 
 
 def apply_money(
@@ -154,10 +158,9 @@ def apply_charge(
     account: AccountState, charge: ChargeApplied, tier_used: dict[str, Decimal], policy: AlarmPolicy
 ) -> tuple[AccountState, list[Event]]:
     """Fold a charge (already deduplicated by the meter's high-water mark)."""
-    account = evolve(account, tier_used=tier_used)
     if charge.amount_fen == 0:
-        return account, [charge]
-    account, emitted = _moved(account, -charge.amount_fen, "charge", charge, policy)
+        return evolve(account, tier_used=tier_used), [charge]
+    account, emitted = _moved(account, -charge.amount_fen, "charge", charge, policy, tier_used=tier_used)
     return account, [charge, *emitted]
 
 

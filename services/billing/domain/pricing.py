@@ -144,23 +144,62 @@ def window(book: TariffBook, delta: Delta) -> Window:
     return max(start, probe.start), min(end, probe.end)
 
 
+# version, category, component, line rate, the register rate its units come from, scale, price
+Template = tuple[int, str, str, Rate, Rate, Decimal, Decimal]
+
+
+def templates(book: TariffBook, delta: Delta) -> tuple[Template, ...] | None:
+    """The lines of one segment starting at ``delta.start``, as (rate, scale, price) templates
+    that hold for every delta of the same kind of registers inside the same :func:`window` (no
+    band, day or version edge inside it), or None when the version there is tiered (its lines
+    depend on the period's use) or there is none."""
+    version = book.at(delta.start)
+    if version is None or isinstance(version.body, Tiered):
+        return None
+    body = version.body
+    probe = Segment(
+        delta.start, delta.end, {Rate.TOTAL: Decimal(1), **dict.fromkeys(delta.by_rate, Decimal(1))}
+    )
+    plains = (
+        [(s.tariff, s.ratio, s.category) for s in body.shares]
+        if isinstance(body, Proportional)
+        else [(body, Decimal(1), "")]
+    )
+    out: list[Template] = []
+    for plain, scale, category in plains:
+        for category_, component, rate, _, unit_scale, price in _plain_lines(plain, probe, scale, category):
+            source = rate if rate in delta.by_rate else Rate.TOTAL  # a TOU band prices the total
+            out.append((version.version, category_, component, rate, source, unit_scale, price))
+    return tuple(out)
+
+
 def price_delta(
     book: TariffBook,
     delta: Delta,
     tier_used: dict[str, Decimal],
     not_before: datetime,
     uncut: Window | None = None,
+    cached: tuple[Template, ...] | None = None,
 ) -> Charge:
     """Charge lines for ``delta`` (see module rules); ``tier_used`` is not modified.
 
     ``uncut``: a :func:`window` of this book; a delta inside it (and after ``not_before``) is
-    priced as one segment without searching for edges — the same result, faster.
+    priced as one segment without searching for edges — the same result, faster. ``cached``:
+    the :func:`templates` of that window, which price such a delta without the tariff's rules.
     """
     units = {Rate.TOTAL: delta.total, **delta.by_rate}
     merged: dict[Key, Decimal] = {}
-    used = dict(tier_used)
     uncharged = Decimal(0)
-    if uncut is not None and uncut[0] <= delta.start and delta.end <= uncut[1] and not_before <= delta.start:
+    inside = (
+        uncut is not None and uncut[0] <= delta.start and delta.end <= uncut[1] and not_before <= delta.start
+    )
+    if inside and cached is not None:
+        for number, category, component, rate, source, scale, price in cached:
+            key = (number, category, component, rate, 0, price)
+            merged[key] = merged.get(key, Decimal(0)) + units[source] * scale
+        return Charge(_lines(book, merged), tier_used, uncharged)
+    used = dict(tier_used)
+    if inside:
         segments = [Segment(delta.start, delta.end, units)]
     else:
         segments = apportion(delta.start, delta.end, units, _edges(book, delta, not_before))
@@ -172,7 +211,11 @@ def price_delta(
         for category, component, rate, tier, u, price in _segment_lines(version, seg, used):
             key = (version.version, category, component, rate, tier, price)
             merged[key] = merged.get(key, Decimal(0)) + u
-    lines = tuple(
+    return Charge(_lines(book, merged), used, uncharged)
+
+
+def _lines(book: TariffBook, merged: dict[Key, Decimal]) -> tuple[ChargeLine, ...]:
+    return tuple(
         ChargeLine(
             tariff_id=book.tariff_id,
             version=v,
@@ -187,7 +230,6 @@ def price_delta(
         for (v, cat, comp, rate, tier, price), u in merged.items()
         if u != 0
     )
-    return Charge(lines, used, uncharged)
 
 
 def _segment_lines(version: TariffVersion, seg: Segment, used: dict[str, Decimal]) -> list[Line]:

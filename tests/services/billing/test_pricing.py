@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from libs.events import Rate
 from services.billing.domain.consumption import Delta
-from services.billing.domain.pricing import price_delta, to_fen, window
+from services.billing.domain.pricing import price_delta, templates, to_fen, window
 from services.billing.domain.tariff import TariffBook, TariffVersion
 from tests.services.billing.helpers import RESIDENTIAL, TOU_PEAK_VALLEY, at, d, tariff
 
@@ -162,7 +162,17 @@ BOOKS = {
         tariff({"kind": "single", "price_fen": "50"}),
         tariff({"kind": "single", "price_fen": "60"}, version=2, effective=at(2024, 3, 1, 13, 30)),
     ),
-}
+    "compound": book(
+        tariff({"kind": "compound", "components": [{"name": "energy", "price_fen": "52.83"},
+                                                   {"name": "service", "price_fen": "2"}]})
+    ),
+    "proportional": book(
+        tariff({"kind": "proportional", "shares": [
+            {"category": "residential", "ratio": "0.8", "tariff": TOU_PEAK_VALLEY},
+            {"category": "commercial", "ratio": "0.2", "tariff": {"kind": "single", "price_fen": "80"}},
+        ]})
+    ),
+}  # fmt: skip
 
 
 @settings(max_examples=300, deadline=None)
@@ -187,4 +197,8 @@ def test_the_uncut_window_fast_path_prices_exactly_like_the_edge_search(
     uncut = window(b, dl)
     assert uncut[0] <= dl.start < uncut[1]
     used = {"t1:2024-02": Decimal(230)}
-    assert price_delta(b, dl, used, not_before, uncut) == price_delta(b, dl, used, not_before)
+    full = price_delta(b, dl, used, not_before)
+    assert price_delta(b, dl, used, not_before, uncut) == full
+    # the line templates of the window, made from another delta in it, price this one the same
+    probe = delta(uncut[0], uncut[0] + timedelta(minutes=1), 1, **dict.fromkeys(rates, 1))
+    assert price_delta(b, dl, used, not_before, uncut, templates(b, probe)) == full
