@@ -146,10 +146,13 @@ class DeliveryPolicy:
 
     @staticmethod
     def dedupe_key(job: Job, settings: AccountSettings, now: datetime) -> str:
-        """recipient + template + alarm id (or the local day when a notice has no reference)."""
+        """project + recipient + template + alarm id (or the local day when a notice has no
+        reference). The project is part of it: references such as command ids are unique only
+        within a project, and one phone may belong to holders in two projects."""
         tz = settings.quiet_hours.tz if settings.quiet_hours else "Asia/Shanghai"
         ref = job.dedupe_ref or now.astimezone(ZoneInfo(tz)).date().isoformat()
-        return f"{job.request.channel}:{job.request.recipient}|{job.request.template}|{ref}"
+        r = job.request
+        return f"{r.project_id}|{r.channel}:{r.recipient}|{r.template}|{ref}"
 
     def admit(self, job: Job, settings: AccountSettings, now: datetime) -> Decision:
         key = self.dedupe_key(job, settings, now)

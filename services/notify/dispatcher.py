@@ -70,7 +70,7 @@ def wechat_channel(
 class Dispatcher:
     policy: DeliveryPolicy
     channels: Mapping[Channel, ChannelSend]
-    settings: Callable[[str], AccountSettings]
+    settings: Callable[[str, str], AccountSettings]  # (project id, account id) → settings
     clock: Callable[[], datetime]
     rng: random.Random = field(default_factory=random.Random)
     events: list[Event] = field(default_factory=list)
@@ -110,7 +110,7 @@ class Dispatcher:
     async def _process(self, job: Job) -> None:
         now = self.clock()
         request = job.request
-        settings = self.settings(request.account_id or "")
+        settings = self.settings(request.project_id, request.account_id or "")
         decision = self.policy.admit(job, settings, now)
         if decision.verdict is Verdict.DUPLICATE:
             self._final(job, now, Outcome.DEDUPLICATED, decision.reason)

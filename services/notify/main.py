@@ -10,7 +10,7 @@ One process, one replica, two halves (docs/architecture.md, "Notify"):
   httpx, and records delivered / failed / suppressed facts and dead letters.
 
 HTTP on ``MF_NOTIFY_HTTP_PORT``: ``/healthz``, ``/readyz``, ``/metrics`` and the send log
-``GET /sends?account_id=&recipient=&status=&limit=``.
+``GET /sends?project_id=&account_id=&recipient=&status=&limit=``.
 """
 
 from __future__ import annotations
@@ -198,6 +198,7 @@ def _serve_http(notify: Notify, port: int) -> None:
     @web.get("/sends")
     def sends(
         response: Response,
+        project_id: str | None = None,
         account_id: str | None = None,
         recipient: str | None = None,
         status: str | None = None,
@@ -206,7 +207,7 @@ def _serve_http(notify: Notify, port: int) -> None:
         if status is not None and status not in STATUSES:
             response.status_code = 422
             return [{"error": f"status must be one of {sorted(STATUSES)}"}]
-        return sender.sendlog.query(account_id, recipient, status, limit)
+        return sender.sendlog.query(account_id, recipient, status, limit, project_id)
 
     serve_http(notify.app, web, port)
 

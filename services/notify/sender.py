@@ -12,7 +12,8 @@ the attempts it already had, and the sender tails the topic. A restart therefore
 nothing that was recorded as delivered; a crash between the provider's answer and the record
 re-sends that one message (at-least-once, like every consumer here).
 
-Each pass: fold new records, submit requests whose account the decider's directory knows, run
+Each pass: fold new records, submit requests whose account (project and account id: ids are per
+project) the decider's directory knows, run
 what is due (quiet hours and rate limits defer, failures back off), then produce the outcomes —
 delivered / failed / suppressed facts to mf.notifications and, after the last attempt, the
 request itself to mf.dead-letter with ``reason`` and ``attempts`` headers — awaiting each, so an
@@ -61,13 +62,14 @@ class SenderStats:
 
 
 class Sender:
-    """The delivery loop over the broker; ``settings_for`` is the decider's directory."""
+    """The delivery loop over the broker; ``settings_for(project_id, account_id)`` is the
+    decider's directory."""
 
     def __init__(
         self,
         bootstrap: str,
         channels: Mapping[Channel, ChannelSend],
-        settings_for: Callable[[str], AccountSettings | None],
+        settings_for: Callable[[str, str], AccountSettings | None],
         policy: DeliveryPolicy,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -91,14 +93,15 @@ class Sender:
         self._finished: set[str] = set()
         self._delivered_at: dict[str, datetime] = {}  # during catch-up only
         self._waiting: list[NotificationRequested] = []
-        self._cache: dict[str, AccountSettings] = {}
+        self._cache: dict[tuple[str, str], AccountSettings] = {}  # (project, account)
         self._log_seen = 0
 
-    def _settings(self, account_id: str) -> AccountSettings:
-        found = self.settings_for(account_id)
+    def _settings(self, project_id: str, account_id: str) -> AccountSettings:
+        key = (project_id, account_id)
+        found = self.settings_for(*key)
         if found is not None:
-            self._cache[account_id] = found
-        return found or self._cache[account_id]
+            self._cache[key] = found
+        return found or self._cache[key]
 
     @property
     def waiting(self) -> int:
@@ -189,11 +192,11 @@ class Sender:
             if request.template not in _TEMPLATES or not request.account_id:
                 self._reject(request, f"unknown template {request.template!r} or no account")
                 continue
-            settings = self.settings_for(request.account_id)
+            settings = self.settings_for(request.project_id, request.account_id)
             if settings is None:
                 still.append(request)
                 continue
-            self._cache[request.account_id] = settings
+            self._cache[request.project_id, request.account_id] = settings
             urgent = Template(request.template) in settings.urgent
             attempt = self._attempts.get(request.notification_id, 0)
             self.dispatcher.submit(Job(request, request.dedupe_ref, urgent, attempt))

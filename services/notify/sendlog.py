@@ -27,7 +27,8 @@ STATUSES = frozenset({"requested", "deferred", "retrying", *FINAL})
 @dataclass
 class SendRecord:
     notification_id: str
-    account_id: str
+    project_id: str
+    account_id: str  # unique within its project only
     channel: str
     recipient: str
     template: str
@@ -53,6 +54,7 @@ class SendLog:
             if event.notification_id not in self.rows:
                 self.rows[event.notification_id] = SendRecord(
                     event.notification_id,
+                    event.project_id,
                     event.account_id or "",
                     str(event.channel),
                     event.recipient,
@@ -90,10 +92,14 @@ class SendLog:
         recipient: str | None = None,
         status: str | None = None,
         limit: int = 100,
+        project_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        """The newest ``limit`` rows matching every filter given, newest first."""
+        """The newest ``limit`` rows matching every filter given, newest first (an account id
+        alone matches that id in every project)."""
         out: list[dict[str, Any]] = []
         for row in reversed(self.rows.values()):
+            if project_id is not None and row.project_id != project_id:
+                continue
             if account_id is not None and row.account_id != account_id:
                 continue
             if recipient is not None and row.recipient != recipient:

@@ -4,14 +4,22 @@ A stream processor (:mod:`libs.stack.processor`) in global mode folds account-ke
 (``AccountOpened``, ``BalanceChanged``, ``SubscriptionSet``, account alarms) with meter-keyed
 ones (meter alarms, relay / valve commands) into one :class:`Directory` of who hears what, and
 emits ``NotificationRequested`` facts. The handler never does I/O: sending is the
-:mod:`services.notify.sender` loop's job.
+:mod:`services.notify.sender` loop's job. Account, meter and command ids are unique only within
+a project, so everything the directory holds is keyed by ``(project_id, id)``.
 
 Alarms are told when raised and when cleared; the balance alarms one balance change clears
-(arrears, levels 1 and 2) are told once, by the first of them. A restore (close, valve open)
-that fails is told once control gives up on it: control retries failures whose reason is in
-:data:`RETRIED_REASONS` until its last attempt (``MF_CONTROL_MAX_ATTEMPTS``, also read here),
-so the decider judges a failure the same way, after mapping a retry's id back to its command;
-a command that ends timed out arrives as control's ``command_timeout`` alarm.
+(arrears, levels 1 and 2) are told once, by the first of them, and not at all when a recharge
+cleared them (``AlarmCleared.details["cause"] == "recharge"``): the recharge's own
+``recharge_arrived`` message carries the new balance, and a third message beside it and "power
+restored" would only spend the recipient's rate limit ahead of the restore. An account that
+unsubscribed from ``recharge_arrived`` is told the clearing. Other causes (allowance, adjustment,
+thresholds …) are told, and so are clearings that name no cause (billing's older facts).
+
+A restore (close, valve open) that fails is told once control gives up on it: control retries
+failures whose reason is in :data:`RETRIED_REASONS` until its last attempt
+(``MF_CONTROL_MAX_ATTEMPTS``, also read here), so the decider judges a failure the same way,
+after mapping a retry's id back to its command; a command that ends timed out arrives as
+control's ``command_timeout`` alarm.
 
 Request ids come from :func:`services.notify.delivery.plan` (project, account, channel, template
 and the occurrence: alarm id, recharge event id, command id), so a redelivered or replayed fact
@@ -19,6 +27,9 @@ yields the same id, and the state remembers the ids it emitted and emits each on
 than ``max_age_s`` when they are folded (a replay of an old log, a new deployment) update the
 directory but notify nobody. A fact about an account or meter not known yet waits (in order)
 until its ``AccountOpened`` arrives: topics interleave differently on a replay.
+
+The snapshot carries :data:`SNAPSHOT_VERSION`; one of another version is rejected and the
+directory rebuilt from the log (a re-emitted request keeps its id, and the sender finished it).
 """
 
 from __future__ import annotations
@@ -30,7 +41,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import time as wall_time
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from libs.events.base import Event
@@ -39,7 +49,7 @@ from libs.events.codec import Codec
 from libs.events.control import Action, CommandAcknowledged, CommandFailed, CommandRequested
 from libs.events.notify import NotificationRequested, SubscriptionSet
 from libs.events.topics import ALARMS, BILLING, COMMANDS, NOTIFICATIONS
-from libs.stack.processor import Inbound, Outbound
+from libs.stack.processor import Inbound, Outbound, SnapshotRejected
 from services.notify.delivery import AccountSettings, QuietHours, plan
 from services.notify.templates import Template, notice_for
 
@@ -47,29 +57,27 @@ log = logging.getLogger(__name__)
 INPUTS = (BILLING.name, ALARMS.name, COMMANDS.name, NOTIFICATIONS.name)
 MAX_WAITING = 1_000  # facts per unknown account or meter; beyond it the oldest is dropped (logged)
 MAX_REMEMBERED = 200_000  # emitted request ids kept for idempotency
+SNAPSHOT_VERSION = 2  # bump when the directory's shape changes: older snapshots are rebuilt from the log
 _TEMPLATE_NAMES = frozenset(t.value for t in Template)
 _BALANCE_ALARMS = frozenset({AlarmKind.BALANCE_LEVEL1, AlarmKind.BALANCE_LEVEL2, AlarmKind.ARREARS})
 RETRIED_REASONS = ("no_reply", "bad_reply", "transport", "not_confirmed")
 """Failure reasons control retries until its last attempt (``RETRIABLE`` of
 services/control/worker.py; a test holds the two equal); any other failure ends a command."""
 Answer = AlarmRaised | AlarmCleared | BalanceChanged | CommandAcknowledged | CommandFailed
+Key = tuple[str, str]  # (project id, id): account, meter and command ids are unique per project
 
 
 @dataclass
 class Directory:
     """Who each account is, how to reach them and what they want to hear."""
 
-    accounts: dict[str, AccountSettings] = field(default_factory=dict)
-    meter_account: dict[str, str] = field(default_factory=dict)
-    commands: dict[str, Action] = field(default_factory=dict)  # command id → action, until answered
-    attempts: dict[str, tuple[str, int]] = field(default_factory=dict)  # retry id → (command id, n)
-    balance_cleared: dict[str, str] = field(default_factory=dict)  # account → last change told
-    emitted: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    waiting: dict[str, list[Event]] = field(default_factory=dict)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # a snapshot taken before a field existed lacks it: that field starts empty
-        self.__dict__.update(Directory().__dict__ | state)
+    accounts: dict[Key, AccountSettings] = field(default_factory=dict)
+    meter_account: dict[Key, str] = field(default_factory=dict)  # meter → account id
+    commands: dict[Key, Action] = field(default_factory=dict)  # command → action, until answered
+    attempts: dict[Key, tuple[str, int]] = field(default_factory=dict)  # retry → (command id, n)
+    balance_cleared: dict[Key, str] = field(default_factory=dict)  # account → last change told
+    emitted: OrderedDict[str, None] = field(default_factory=OrderedDict)  # ids derive from the project
+    waiting: dict[Key, list[Event]] = field(default_factory=dict)  # account or meter → its facts
 
 
 def settings_from(current: AccountSettings, sub: SubscriptionSet) -> AccountSettings:
@@ -80,7 +88,9 @@ def settings_from(current: AccountSettings, sub: SubscriptionSet) -> AccountSett
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError, OSError):  # "America" is a directory: OSError
-            log.warning("notify: %s: unknown time zone %r, using Asia/Shanghai", sub.account_id, tz)
+            log.warning(
+                "notify: %s/%s: unknown time zone %r, using Asia/Shanghai", sub.project_id, sub.account_id, tz
+            )
             tz = "Asia/Shanghai"
         start, end = divmod(sub.quiet_start_minute, 60), divmod(sub.quiet_end_minute, 60)
         quiet = QuietHours(wall_time(*start), wall_time(*end), tz)
@@ -115,12 +125,21 @@ class NotifyState:
 
     # -- PartitionState ------------------------------------------------------------------
     def restore(self, partition: int, blob: bytes | None) -> None:
-        """Load the directory from a snapshot (or start empty: the log is replayed)."""
-        self.directory = pickle.loads(blob) if blob else Directory()
+        """Load the directory from a snapshot (or start empty: the log is replayed).
+
+        Raises :class:`SnapshotRejected` for a snapshot of another version: the processor then
+        replays the log (re-emitted requests keep their ids; the sender sends none twice)."""
+        self.directory = Directory()
+        doc = pickle.loads(blob) if blob else None
+        if isinstance(doc, tuple) and len(doc) == 2 and doc[0] == SNAPSHOT_VERSION:
+            self.directory = doc[1]
+        elif doc is not None:
+            log.warning("notify: snapshot of an older version ignored; rebuilding from the event log")
+            raise SnapshotRejected
 
     def snapshot(self, partition: int) -> bytes:
         """The directory as bytes."""
-        return pickle.dumps(self.directory, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((SNAPSHOT_VERSION, self.directory), protocol=pickle.HIGHEST_PROTOCOL)
 
     def forget(self, partition: int) -> None:
         """Partitions moved away: drop the directory until they come back."""
@@ -135,26 +154,28 @@ class NotifyState:
                 out += self.fold(fact)
         return [Outbound(e.TOPIC, e.key, self.codec.encode(e)) for e in out]
 
-    def settings_for(self, account_id: str) -> AccountSettings | None:
+    def settings_for(self, project_id: str, account_id: str) -> AccountSettings | None:
         """The account's current settings, or None while its ``AccountOpened`` is unknown."""
-        return self.directory.accounts.get(account_id)
+        return self.directory.accounts.get((project_id, account_id))
 
     def fold(self, fact: Event) -> list[NotificationRequested]:
         """Apply one fact; return the requests it causes (none for a repeat or a stale fact)."""
         d = self.directory
+        project = fact.project_id
         if isinstance(fact, AccountOpened):
             return self._opened(fact)
         if isinstance(fact, SubscriptionSet):
-            current = d.accounts.get(fact.account_id)
+            current = d.accounts.get((project, fact.account_id))
             if current is None:
                 return self._wait(fact.account_id, fact)
-            d.accounts[fact.account_id] = settings_from(current, fact)
+            d.accounts[project, fact.account_id] = settings_from(current, fact)
             return []
         if isinstance(fact, CommandRequested):
-            d.commands[fact.command_id] = fact.action
+            d.commands[project, fact.command_id] = fact.action
             if "retry_of" in fact.params:  # control's attempt n of a command
                 n = fact.params.get("attempt", "")
-                d.attempts[fact.command_id] = (fact.params["retry_of"], int(n) if n.isdigit() else 2)
+                retry_of = fact.params["retry_of"]
+                d.attempts[project, fact.command_id] = (retry_of, int(n) if n.isdigit() else 2)
             return []
         if isinstance(fact, CommandFailed):
             return self._failed(fact)
@@ -165,19 +186,19 @@ class NotifyState:
         if isinstance(fact, BalanceChanged):
             return self._notify(fact.account_id, fact) if fact.reason == "recharge" else []
         if isinstance(fact, CommandAcknowledged):
-            attempt = d.attempts.pop(fact.command_id, None)
+            attempt = d.attempts.pop((project, fact.command_id), None)
             if attempt is not None:
-                d.commands.pop(attempt[0], None)  # the command this attempt carried is answered
+                d.commands.pop((project, attempt[0]), None)  # the command it carried is answered
             return self._notify(fact.meter_id, fact)
         return []
 
     def _failed(self, fact: CommandFailed) -> list[NotificationRequested]:
         """A failed attempt; once control will not try again, a failure of the command itself."""
-        d = self.directory
-        command_id, attempt = d.attempts.pop(fact.command_id, (fact.command_id, fact.attempt))
-        action = d.commands.get(command_id) or d.commands.get(fact.command_id)
+        d, project = self.directory, fact.project_id
+        command_id, attempt = d.attempts.pop((project, fact.command_id), (fact.command_id, fact.attempt))
+        action = d.commands.get((project, command_id)) or d.commands.get((project, fact.command_id))
         if command_id != fact.command_id:
-            d.commands.pop(fact.command_id, None)  # an attempt's own id is executed once
+            d.commands.pop((project, fact.command_id), None)  # an attempt's own id is executed once
         retried = fact.will_retry or fact.reason.startswith(RETRIED_REASONS)
         if retried and attempt < self.command_attempts:
             return []
@@ -185,43 +206,51 @@ class NotifyState:
         return self._notify(fact.meter_id, ended, action)
 
     def _cleared(self, fact: AlarmCleared) -> list[NotificationRequested]:
-        """An alarm ended; of the balance alarms one balance change ends, the first is told."""
+        """An alarm ended; of the balance alarms one balance change ends, the first is told, and
+        none when a recharge ended them (its own message tells the balance)."""
         d = self.directory
-        cause = fact.causation_id
+        change = fact.causation_id
+        account = self._account_of(fact.project_id, fact.subject_id)
         if (
             fact.kind not in _BALANCE_ALARMS
-            or cause is None
             or notice_for(fact) is None
-            or self._account_of(fact.subject_id) is None  # waits, and is judged when it returns
+            or account is None  # waits, and is judged when it returns
         ):
             return self._notify(fact.subject_id, fact)
-        if d.balance_cleared.get(fact.subject_id) == cause:
+        if fact.details.get("cause") == "recharge" and _hears_recharges(d.accounts[account]):
             return []
-        d.balance_cleared[fact.subject_id] = cause
+        if change is None:
+            return self._notify(fact.subject_id, fact)
+        if d.balance_cleared.get(account) == change:
+            return []
+        d.balance_cleared[account] = change
         return self._notify(fact.subject_id, fact)
 
     def _opened(self, fact: AccountOpened) -> list[NotificationRequested]:
-        d = self.directory
-        current = d.accounts.get(fact.account_id)
+        d, project = self.directory, fact.project_id
+        current = d.accounts.get((project, fact.account_id))
         base = current or AccountSettings(account_id=fact.account_id, name=fact.holder)
-        d.accounts[fact.account_id] = replace(
+        d.accounts[project, fact.account_id] = replace(
             base, name=fact.holder, phone=fact.phone, wechat_openid=fact.wechat_openid
         )
         for meter in fact.meter_ids:
-            d.meter_account[meter] = fact.account_id
+            d.meter_account[project, meter] = fact.account_id
         out: list[NotificationRequested] = []
-        for key in [fact.account_id, *fact.meter_ids]:
-            for held in d.waiting.pop(key, []):
+        for subject in [fact.account_id, *fact.meter_ids]:
+            for held in d.waiting.pop((project, subject), []):
                 out += self.fold(held)
         return out
 
-    def _account_of(self, subject: str) -> str | None:
+    def _account_of(self, project: str, subject: str) -> Key | None:
+        """The account a subject (an account or one of its meters) belongs to, once known."""
         d = self.directory
-        if subject in d.accounts:
-            return subject
-        return d.meter_account.get(subject)
+        if (project, subject) in d.accounts:
+            return project, subject
+        account = d.meter_account.get((project, subject))
+        return None if account is None else (project, account)
 
-    def _wait(self, key: str, fact: Event) -> list[NotificationRequested]:
+    def _wait(self, subject: str, fact: Event) -> list[NotificationRequested]:
+        key = (fact.project_id, subject)
         queue = self.directory.waiting.setdefault(key, [])
         queue.append(fact)
         if len(queue) > MAX_WAITING:
@@ -235,20 +264,20 @@ class NotifyState:
     ) -> list[NotificationRequested]:
         d = self.directory
         if isinstance(fact, CommandAcknowledged):
-            action = d.commands.get(fact.command_id)
+            action = d.commands.get((fact.project_id, fact.command_id))
         notice = notice_for(fact, action=action)
         if notice is None or self.clock() - fact.time.timestamp() > self.max_age_s:
             if notice is not None:
                 self.stale += 1
             self._answered(fact)
             return []
-        account_id = self._account_of(subject)
-        if account_id is None:
+        account = self._account_of(fact.project_id, subject)
+        if account is None:
             return self._wait(subject, fact)
         self._answered(fact)
-        jobs, skipped = plan(notice, d.accounts[account_id])
+        jobs, skipped = plan(notice, d.accounts[account])
         for why in skipped:
-            log.info("notify: %s", why)
+            log.info("notify: %s/%s", fact.project_id, why)  # why names the account
         out = []
         for job in jobs:
             nid = job.notification_id
@@ -263,7 +292,14 @@ class NotifyState:
 
     def _answered(self, fact: Answer) -> None:
         """Forget a command once its outcome was told, or needed no telling."""
+        commands, project = self.directory.commands, fact.project_id
         if isinstance(fact, CommandAcknowledged | CommandFailed):
-            self.directory.commands.pop(fact.command_id, None)
+            commands.pop((project, fact.command_id), None)
         elif isinstance(fact, AlarmRaised) and fact.kind is AlarmKind.COMMAND_TIMEOUT:
-            self.directory.commands.pop(fact.details.get("command_id", ""), None)
+            commands.pop((project, fact.details.get("command_id", "")), None)
+
+
+def _hears_recharges(settings: AccountSettings) -> bool:
+    """Whether the account is told of recharges (channels and quiet hours are the same for all
+    notices: the template subscription is what can differ)."""
+    return settings.templates is None or Template.RECHARGE_ARRIVED in settings.templates

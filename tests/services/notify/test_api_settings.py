@@ -1,6 +1,7 @@
 """Settings written through the API are the ones the notify service follows: the API publishes the
 ``SubscriptionSet``, the decider folds it as it comes off the broker, and the sender sends — or
-does not — to the local provider server accordingly."""
+does not — to the local provider server accordingly; another project's account with the same
+ids keeps its own holder and settings."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from tests.services.notify.test_sender import settings as notify_settings
 
 pytestmark = pytest.mark.slow
 PROJECT = "p-settings"
+OTHER = "p-other"  # has an account a1 with meter m1 too
+OTHER_PHONE = "+8613900139000"
 
 
-def alarm(clock: Clock, kind: AlarmKind, balance_fen: int) -> AlarmRaised:
+def alarm(clock: Clock, kind: AlarmKind, balance_fen: int, project: str = PROJECT) -> AlarmRaised:
     return AlarmRaised(
-        project_id=PROJECT, subject_id="a1", alarm_id=f"al-{kind}", kind=kind, severity=1, message="",
+        project_id=project, subject_id="a1", alarm_id=f"al-{kind}", kind=kind, severity=1, message="",
         details={"balance_fen": str(balance_fen)}, time=clock(),
     )  # fmt: skip
 
@@ -64,25 +67,39 @@ async def test_settings_put_through_the_api_decide_what_is_sent(
         project_id=PROJECT, subject_id="m1", command_id="cmd-1", meter_id="m1", attempt=1,
         reason="rejected: relay fault", will_retry=False, time=clock(),
     )  # fmt: skip
+    other = opened.model_copy(
+        update={
+            "event_id": "opened-p-other",
+            "project_id": OTHER,
+            "holder": "王五",
+            "phone": OTHER_PHONE,
+            "wechat_openid": "oWang5",
+        }
+    )
     async with httpx.AsyncClient(timeout=2.0) as client:
         service = Service(bootstrap, notify_settings(providers), client, clock)
         async with service.running() as sender:
             await service.feed(
                 *facts,
+                other,  # after the settings: it must not take over a1 of PROJECT
                 alarm(clock, AlarmKind.BALANCE_LEVEL1, 1230),
                 alarm(clock, AlarmKind.ARREARS, -500),  # not subscribed
+                alarm(clock, AlarmKind.ARREARS, -500, OTHER),  # every notice, both channels
                 close,
                 refused,
             )
-            await eventually(lambda: sender.stats.delivered == 2, what="two WeChat messages")
+            await eventually(lambda: sender.stats.delivered == 4, what="three WeChat messages and an SMS")
             await asyncio.sleep(0.5)
     requested = [
         e for _, e in await read_topic(bootstrap, NOTIFICATIONS.name) if isinstance(e, NotificationRequested)
     ]
-    assert sorted((r.channel, r.template, r.locale) for r in requested) == [
-        ("wechat", "low_balance_1", "en"), ("wechat", "power_restore_failed", "en"),
+    assert sorted((r.project_id, r.channel, r.template, r.locale) for r in requested) == [
+        (OTHER, "sms", "arrears", "zh"), (OTHER, "wechat", "arrears", "zh"),
+        (PROJECT, "wechat", "low_balance_1", "en"), (PROJECT, "wechat", "power_restore_failed", "en"),
     ]  # fmt: skip
-    received = {r.template: r for r in providers.state.received}
+    others = sorted((r.provider, r.to) for r in providers.state.received if r.template.endswith("ARREARS"))
+    assert others == [("aliyun", OTHER_PHONE), ("wechat", "oWang5")]
+    received = {r.template: r for r in providers.state.received if not r.template.endswith("ARREARS")}
     assert sorted(received) == ["TPL_LOW_BALANCE_1", "TPL_POWER_RESTORE_FAILED"]  # WeChat only
     assert all(r.provider == "wechat" and r.to == "oLi4" for r in received.values())
     assert (

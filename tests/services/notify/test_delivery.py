@@ -43,7 +43,7 @@ def dispatcher(clock, sms=None, wechat=None, acc=None, limits=Limits()) -> Dispa
     return Dispatcher(
         DeliveryPolicy(limits),
         {Channel.SMS: sms_channel(sms, "校园电费", CODES), Channel.WECHAT: wechat_channel(wechat, CODES)},
-        lambda _id: acc,
+        lambda _project, _account: acc,
         clock,
         random.Random(7),
     )
@@ -102,6 +102,25 @@ async def test_same_alarm_is_deduplicated_within_window_and_logged():
     await drain(d, clock)
     assert d.outcomes == {jobs[0].notification_id: Outcome.DELIVERED, "other": Outcome.DEDUPLICATED}
     assert any(e.what == "deduplicated" for e in d.log)
+
+
+async def test_projects_sharing_an_account_and_a_command_id_get_their_own_settings_and_sends():
+    # ids are per project: "acc-1" and command "c-1" in two projects, and the same phone in both
+    clock = Clock()
+    sms = InMemorySmsSender()
+    accounts = {p: account(name=f"{p} 3-201", channels=frozenset({Channel.SMS})) for p in ("p1", "p2")}
+    d = Dispatcher(
+        DeliveryPolicy(Limits()),
+        {Channel.SMS: sms_channel(sms, "校园电费", CODES)},
+        lambda project, _account: accounts[project],
+        clock,
+        random.Random(7),
+    )
+    for project, acc in accounts.items():
+        d.submit(plan(replace(notice(Template.POWER_CUT, "c-1"), project_id=project), acc)[0][0])
+    await drain(d, clock)
+    assert sorted(sent.params["name"] for sent in sms.sent) == ["p1 3-201", "p2 3-201"]
+    assert list(d.outcomes.values()) == [Outcome.DELIVERED, Outcome.DELIVERED]
 
 
 async def test_retryable_failures_are_retried_then_dead_lettered():

@@ -1,4 +1,5 @@
-"""The send log: folded from facts, filtered by account, recipient and status, never regressing."""
+"""The send log: folded from facts, filtered by project, account, recipient and status, never
+regressing."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from services.notify.sendlog import SendLog
 T = datetime(2026, 11, 21, 4, 0, tzinfo=UTC)
 
 
-def requested(nid: str, account: str = "acc-1", recipient: str = "+8613800138000") -> NotificationRequested:
+def requested(
+    nid: str, account: str = "acc-1", recipient: str = "+8613800138000", project: str = "p"
+) -> NotificationRequested:
     return NotificationRequested(
-        project_id="p", subject_id=recipient, notification_id=nid, channel=Channel.SMS, recipient=recipient,
+        project_id=project, subject_id=recipient, notification_id=nid, channel=Channel.SMS, recipient=recipient,
         template="arrears", account_id=account, time=T,
     )  # fmt: skip
 
@@ -68,3 +71,11 @@ def test_query_filters_and_orders_newest_first() -> None:
     assert [r["notification_id"] for r in sends.query(status="suppressed")] == ["d"]
     assert sends.query(limit=1)[0]["notification_id"] == "d"
     assert sends.counts()["failed"] == 1 and sends.counts()["requested"] == 1
+
+
+def test_an_account_id_is_told_apart_by_its_project() -> None:
+    sends = SendLog()
+    sends.apply(requested("n1", project="east"))
+    sends.apply(requested("n2", project="west"))
+    assert [r["notification_id"] for r in sends.query(account_id="acc-1", project_id="east")] == ["n1"]
+    assert [r["project_id"] for r in sends.query(account_id="acc-1")] == ["west", "east"]

@@ -1,10 +1,12 @@
 """The decider's fold: which facts become which requests, once, for whom, in which language; when
-an alarm's end and a restore's failure are told."""
+an alarm's end and a restore's failure are told; projects that share ids kept apart."""
 
 from __future__ import annotations
 
 import pickle
 from datetime import UTC, datetime, time, timedelta
+
+import pytest
 
 from libs.events import (
     AccountOpened,
@@ -20,12 +22,13 @@ from libs.events import (
 from libs.events.billing import AlarmKind, BillingMode
 from libs.events.control import Action
 from libs.events.notify import Channel
+from libs.stack.processor import SnapshotRejected
 from services.control.settings import ControlSettings
 from services.control.worker import RETRIABLE
 from services.notify.delivery import QuietHours
 from services.notify.settings import NotifySettings
 from services.notify.templates import Template, render
-from services.notify.worker import RETRIED_REASONS, NotifyState
+from services.notify.worker import RETRIED_REASONS, Directory, NotifyState
 
 NOW = datetime(2026, 11, 21, 4, 0, tzinfo=UTC)
 
@@ -34,10 +37,16 @@ def state(command_attempts: int = 3) -> NotifyState:
     return NotifyState(max_age_s=3600, clock=lambda: NOW.timestamp(), command_attempts=command_attempts)
 
 
-def opened(account: str = "acc-1", phone: str | None = "+8613800138000", openid: str | None = "oStu1"):
+def opened(
+    account: str = "acc-1",
+    phone: str | None = "+8613800138000",
+    openid: str | None = "oStu1",
+    project: str = "p",
+    holder: str = "张三",
+) -> AccountOpened:
     return AccountOpened(
-        project_id="p", subject_id=account, account_id=account, mode=BillingMode.PREPAID,
-        meter_ids=(f"m-{account}",), tariff_id="t", holder="张三", phone=phone, wechat_openid=openid,
+        project_id=project, subject_id=account, account_id=account, mode=BillingMode.PREPAID,
+        meter_ids=(f"m-{account}",), tariff_id="t", holder=holder, phone=phone, wechat_openid=openid,
         opened_by="op", time=NOW - timedelta(days=30),
     )  # fmt: skip
 
@@ -126,7 +135,7 @@ def test_subscription_chooses_channels_templates_language_and_quiet_hours() -> N
         templates=("recharge_arrived",), locale="en", quiet_start_minute=22 * 60, quiet_end_minute=7 * 60,
     )  # fmt: skip
     s.fold(sub)
-    settings = s.settings_for("acc-1")
+    settings = s.settings_for("p", "acc-1")
     assert settings is not None
     assert settings.quiet_hours == QuietHours(time(22, 0), time(7, 0), "Asia/Shanghai")
     assert s.fold(arrears()) == []  # not subscribed
@@ -144,17 +153,22 @@ def test_stale_facts_notify_nobody_and_state_survives_a_snapshot() -> None:
     emitted = s.fold(arrears())
     restored = state()
     restored.restore(0, s.snapshot(0))
-    assert restored.settings_for("acc-1") == s.settings_for("acc-1")
+    assert restored.settings_for("p", "acc-1") == s.settings_for("p", "acc-1")
     assert restored.fold(arrears()) == []  # its requests were emitted before the snapshot
     assert len(emitted) == 2
     restored.forget(0)
-    assert restored.settings_for("acc-1") is None
+    assert restored.settings_for("p", "acc-1") is None
 
 
-def balance_cleared(kind: AlarmKind, cause: str, account: str = "acc-1") -> AlarmCleared:
+def balance_cleared(
+    kind: AlarmKind, change: str, account: str = "acc-1", cause: str | None = None
+) -> AlarmCleared:
+    """Billing's clearing after the balance change ``change``; without ``cause``, as billing wrote
+    it before it named what ended an alarm (no details)."""
+    details = {} if cause is None else {"balance_fen": "2500", "cause": cause}
     return AlarmCleared(
-        project_id="p", subject_id=account, alarm_id=f"al-{kind}-{cause}", kind=kind,
-        reason="balance 2500 fen", causation_id=cause, time=NOW,
+        project_id="p", subject_id=account, alarm_id=f"al-{kind}-{change}", kind=kind,
+        reason="balance 2500 fen", details=details, causation_id=change, time=NOW,
     )  # fmt: skip
 
 
@@ -265,25 +279,30 @@ def test_subscriptions_name_the_new_notices() -> None:
     s.fold(opened(openid=None))
     s.fold(SubscriptionSet(project_id="p", subject_id="acc-1", account_id="acc-1",
                            templates=("power_restore_failed", "no_such_notice")))  # fmt: skip
-    settings = s.settings_for("acc-1")
+    settings = s.settings_for("p", "acc-1")
     assert settings is not None and settings.templates == {Template.POWER_RESTORE_FAILED}
     assert s.fold(balance_cleared(AlarmKind.ARREARS, "bc-1")) == []  # not subscribed
     s.fold(close())
     assert [r.template for r in s.fold(failure("cmd-1", "unsupported: no relay"))] == ["power_restore_failed"]
 
 
-def test_a_snapshot_of_an_older_directory_restores_with_the_new_fields_empty() -> None:
+def test_a_snapshot_of_an_older_version_is_rejected_and_the_log_rebuilds_the_directory() -> None:
     s = state()
     s.fold(opened())
-    old = s.directory
-    del old.__dict__["attempts"], old.__dict__["balance_cleared"]  # as pickled before they existed
+    settings = s.settings_for("p", "acc-1")
+    old = Directory()  # before the version: the directory pickled bare, keyed by the account id alone
+    old.__dict__["accounts"] = {"acc-1": settings}
     restored = state()
-    restored.restore(0, pickle.dumps(old))
-    assert restored.directory.attempts == {} and restored.directory.balance_cleared == {}
-    assert restored.settings_for("acc-1") == s.settings_for("acc-1")
-    assert [r.template for r in restored.fold(balance_cleared(AlarmKind.ARREARS, "bc-1"))] == [
-        "arrears_cleared", "arrears_cleared",
-    ]  # fmt: skip
+    with pytest.raises(SnapshotRejected):
+        restored.restore(0, pickle.dumps(old))
+    assert restored.directory == Directory()
+    restored.restore(0, None)  # what the processor does next, before it replays the log
+    restored.fold(opened())
+    assert restored.settings_for("p", "acc-1") == settings
+    with pytest.raises(SnapshotRejected):
+        restored.restore(0, pickle.dumps((1, s.directory)))
+    restored.restore(0, s.snapshot(0))
+    assert restored.settings_for("p", "acc-1") == settings
 
 
 def test_failures_are_judged_as_control_judges_them() -> None:
@@ -299,5 +318,74 @@ def test_a_time_zone_that_is_no_zone_keeps_shanghai() -> None:
     for zone in ("Mars/Olympus_Mons", "America", "../etc"):
         s.fold(SubscriptionSet(project_id="p", subject_id="acc-1", account_id="acc-1", timezone=zone,
                                quiet_start_minute=60, quiet_end_minute=120))  # fmt: skip
-        settings = s.settings_for("acc-1")
+        settings = s.settings_for("p", "acc-1")
         assert settings is not None and settings.quiet_hours == QuietHours(time(1), time(2), "Asia/Shanghai")
+
+
+def test_projects_sharing_account_meter_and_command_ids_are_kept_apart() -> None:
+    s = state()
+    east, west = "+8613800000001", "+8613900000002"
+    s.fold(opened(project="east", phone=east, openid=None))
+    s.fold(opened(project="west", phone=west, openid=None, holder="李四"))  # also acc-1 with m-acc-1
+    s.fold(SubscriptionSet(project_id="west", subject_id="acc-1", account_id="acc-1", locale="en",
+                           templates=("power_cut",)))  # fmt: skip
+    in_east, in_west = s.settings_for("east", "acc-1"), s.settings_for("west", "acc-1")
+    assert in_east is not None and in_west is not None
+    assert (in_east.name, in_east.phone, in_east.locale, in_east.templates) == ("张三", east, "zh", None)
+    assert (in_west.name, in_west.phone, in_west.locale) == ("李四", west, "en")
+    assert s.settings_for("p", "acc-1") is None
+
+    alarm = arrears().model_copy(update={"project_id": "east"})
+    assert [(r.project_id, r.recipient) for r in s.fold(alarm)] == [("east", east)]
+    assert s.fold(alarm.model_copy(update={"project_id": "west"})) == []  # west did not subscribe
+
+    # command cmd-1 on meter m-acc-1 in both projects: a restore in the east, a trip in the west
+    for project, action in (("east", Action.CLOSE), ("west", Action.TRIP)):
+        s.fold(close().model_copy(update={"project_id": project, "action": action}))
+    ack = CommandAcknowledged(
+        project_id="west", subject_id="m-acc-1", command_id="cmd-1", meter_id="m-acc-1", time=NOW
+    )
+    [cut] = s.fold(ack)
+    assert (cut.project_id, cut.template, cut.recipient, cut.locale) == ("west", "power_cut", west, "en")
+    assert s.directory.commands == {("east", "cmd-1"): Action.CLOSE}  # west's answered, east's not
+    refused = failure("cmd-1", "rejected: relay fault").model_copy(update={"project_id": "east"})
+    [failed] = s.fold(refused)
+    assert (failed.project_id, failed.template, failed.recipient) == ("east", "power_restore_failed", east)
+    assert s.directory.commands == {}
+
+    # a balance change of one project does not hide the other's clearing with the same change id
+    cleared = balance_cleared(AlarmKind.ARREARS, "bc-1")
+    s.fold(SubscriptionSet(project_id="west", subject_id="acc-1", account_id="acc-1"))  # every notice
+    told = [r for p in ("east", "west") for r in s.fold(cleared.model_copy(update={"project_id": p}))]
+    assert [(r.project_id, r.recipient) for r in told] == [("east", east), ("west", west)]
+    # an account of a project where it was not opened is unknown: its facts wait for it there
+    assert s.fold(alarm.model_copy(update={"project_id": "north"})) == []
+    assert list(s.directory.waiting) == [("north", "acc-1")]
+
+
+def test_a_recharge_that_ends_balance_alarms_is_told_by_the_recharge_alone() -> None:
+    s = state()
+    s.fold(opened(openid=None))
+    [arrived] = s.fold(recharge())
+    assert arrived.template == "recharge_arrived" and arrived.params["balance"] == "62.34"
+    for kind in (AlarmKind.ARREARS, AlarmKind.BALANCE_LEVEL1, AlarmKind.BALANCE_LEVEL2):
+        assert s.fold(balance_cleared(kind, "bc-1", cause="recharge")) == []
+    # an allowance (or an adjustment, new thresholds …) sends no message of its own: told as before
+    told = [r for kind in (AlarmKind.ARREARS, AlarmKind.BALANCE_LEVEL1)
+            for r in s.fold(balance_cleared(kind, "bc-2", cause="allowance"))]  # fmt: skip
+    assert [r.template for r in told] == ["arrears_cleared"]
+    [low] = s.fold(balance_cleared(AlarmKind.BALANCE_LEVEL1, "bc-3", cause="thresholds"))
+    assert low.template == "low_balance_cleared"
+    # a clearing from before billing named its cause (no details): told as before
+    [old] = s.fold(balance_cleared(AlarmKind.ARREARS, "bc-4"))
+    assert old.template == "arrears_cleared"
+
+
+def test_an_account_that_does_not_hear_recharges_is_told_the_clearing() -> None:
+    s = state()
+    s.fold(opened(openid=None))
+    s.fold(SubscriptionSet(project_id="p", subject_id="acc-1", account_id="acc-1",
+                           templates=("arrears", "arrears_cleared")))  # fmt: skip
+    assert s.fold(recharge()) == []
+    [told] = s.fold(balance_cleared(AlarmKind.ARREARS, "bc-1", cause="recharge"))
+    assert told.template == "arrears_cleared"
