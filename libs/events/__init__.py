@@ -17,6 +17,7 @@ from libs.events.acquisition import (
 from libs.events.base import REGISTRY, Event, EventRegistry, event_id_for, new_event_id, utcnow
 from libs.events.billing import (
     AccountOpened,
+    AccountTariffChanged,
     AlarmCleared,
     AlarmRaised,
     AllowanceAccepted,
@@ -77,6 +78,7 @@ __all__ = [
     "CATALOGUE",
     "REGISTRY",
     "AccountOpened",
+    "AccountTariffChanged",
     "Action",
     "AlarmCleared",
     "AlarmRaised",

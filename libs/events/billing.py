@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -48,6 +49,27 @@ class AccountOpened(Event):
     wechat_openid: str | None = None
     overdraft_fen: int = Field(default=0, ge=0)  # arrears begin at balance <= -overdraft
     opened_by: str
+
+
+@event("billing.v1.account_tariff_changed", BILLING.name)
+class AccountTariffChanged(Event):
+    """An account is priced by ``tariff_id`` from ``effective_from`` on (subject: account id).
+
+    Use before it stays priced by the tariff in force then; a reading interval that spans
+    ``effective_from`` is apportioned linearly in time between the two (billing's pricing
+    rules). A change takes effect no earlier than it is recorded: ``effective_from`` before
+    ``time`` is read as ``time`` (the use already charged is never re-priced)."""
+
+    account_id: str
+    tariff_id: str
+    effective_from: AwareDatetime
+    operator_id: str
+    reason: str = ""
+
+    @property
+    def effective(self) -> datetime:
+        """When the change takes effect: ``effective_from``, or ``time`` if that is later."""
+        return max(self.effective_from, self.time)
 
 
 @event("billing.v1.alarm_thresholds_set", BILLING.name)

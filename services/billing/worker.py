@@ -9,8 +9,9 @@ produces the same events and downstream consumers drop the repeats by id.
 
 Facts from different topics interleave in whatever order the consumer fetches them, which on a
 replay differs from the live order. So that the books come out the same either way, a reading
-waits (in order, per meter) until its meter is registered, assigned to an account and that
-account's tariff is known, and a money fact waits until its account is opened. The domain
+waits (in order, per meter) until its meter is registered, assigned to an account and every
+tariff of that account is known, and a money fact or a tariff change waits until its account is
+opened. The domain
 charges by event time, so a reading applied late gives the same charge as one applied at once.
 """
 
@@ -24,6 +25,7 @@ from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecor
 from libs.events.base import Event
 from libs.events.billing import (
     AccountOpened,
+    AccountTariffChanged,
     AlarmThresholdsSet,
     BalanceChanged,
     ChargeApplied,
@@ -39,11 +41,12 @@ from services.billing.domain.books import MONEY, Books
 from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 4  # bump when the books' shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 5  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 # Billing's own outputs on mf.billing: consequences, never causes — skipped before validation.
 OWN_OUTPUTS = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
+ACCOUNT_FACTS = (*MONEY, AccountTariffChanged)  # wait, in order, until their account is opened
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
 
@@ -130,7 +133,7 @@ class BillingState:
     def _queue_key(self, fact: Event) -> str:
         if isinstance(fact, (ReadingRecorded, MeterReplaced)):
             return f"meter:{fact.project_id}/{fact.meter_id}"
-        if isinstance(fact, MONEY) or (isinstance(fact, AlarmThresholdsSet) and fact.account_id):
+        if isinstance(fact, ACCOUNT_FACTS) or (isinstance(fact, AlarmThresholdsSet) and fact.account_id):
             return f"account:{fact.project_id}/{fact.account_id}"
         return ""
 
@@ -142,10 +145,10 @@ class BillingState:
             if (
                 (p, fact.meter_id) not in self.registered
                 or account is None
-                or (p, account.tariff_id) not in books.tariffs
+                or any((p, t) not in books.tariffs for t in account.tariff_ids)
             ):
                 return f"meter:{p}/{fact.meter_id}"
-        elif (isinstance(fact, MONEY) and (p, fact.account_id) not in books.accounts) or (
+        elif (isinstance(fact, ACCOUNT_FACTS) and (p, fact.account_id) not in books.accounts) or (
             isinstance(fact, AlarmThresholdsSet)
             and fact.account_id
             and (p, fact.account_id) not in books.accounts

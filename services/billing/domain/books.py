@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, Rate, ReadingRecorded
 from libs.events.base import Event, event_id_for
 from libs.events.billing import (
     AccountOpened,
+    AccountTariffChanged,
     AlarmKind,
     AlarmRaised,
     AlarmThresholdsSet,
@@ -38,13 +40,14 @@ from services.billing.domain.consumption import (
     Ignored,
     MeterState,
     Outcome,
+    apportion,
     observe,
     registered,
     replaced,
 )
 from services.billing.domain.evolve import evolve
-from services.billing.domain.facts import AdjustmentAccepted, ChargeApplied, Command
-from services.billing.domain.pricing import Template, Window, price_delta, templates, window
+from services.billing.domain.facts import AdjustmentAccepted, ChargeApplied, ChargeLine, Command
+from services.billing.domain.pricing import Charge, Template, Window, price_delta, templates, window
 from services.billing.domain.purchases import PurchaseWatch, reconcile
 from services.billing.domain.settlement import (
     BillDraft,
@@ -141,6 +144,11 @@ class Books:
                 self.meter_account.update({(p, m): fact.account_id for m in fact.meter_ids})
         elif isinstance(fact, AlarmThresholdsSet):
             return self._thresholds(fact)
+        elif isinstance(fact, AccountTariffChanged):
+            account = self.accounts.get((p, fact.account_id))
+            if account is None:
+                raise ledger.AccountNotFound(f"tariff change for unknown account {fact.account_id}")
+            self.accounts[(p, fact.account_id)] = ledger.change_tariff(account, fact)
         elif isinstance(fact, MONEY):
             account = self.accounts.get((p, fact.account_id))
             if account is None:
@@ -189,11 +197,7 @@ class Books:
         if not isinstance(outcome, Delta) or account is None:
             return []
         account_id = account.account_id
-        book = self.tariffs.get((account.project_id, account.tariff_id)) or TariffBook(
-            tariff_id=account.tariff_id
-        )
-        uncut, cached = self._window(account.project_id, book, outcome)
-        charge = price_delta(book, outcome, account.tier_used, account.opened_at, uncut, cached)
+        charge = self._price(account, outcome)
         if not charge.lines:
             return []
         applied = ChargeApplied(
@@ -215,6 +219,29 @@ class Books:
         if account.mode is BillingMode.POSTPAID:
             out += self._settle(account, applied)
         return out
+
+    def _book(self, project_id: str, tariff_id: str) -> TariffBook:
+        return self.tariffs.get((project_id, tariff_id)) or TariffBook(tariff_id=tariff_id)
+
+    def _price(self, account: ledger.AccountState, delta: Delta) -> Charge:
+        """Price ``delta`` under the account's tariffs; an interval that spans a tariff change
+        is apportioned between them linearly in time (``consumption.apportion``)."""
+        p = account.project_id
+        cuts = account.tariff_cuts(delta.start, delta.end)
+        if not cuts:
+            book = self._book(p, account.tariff_at(delta.start))
+            uncut, cached = self._window(p, book, delta)
+            return price_delta(book, delta, account.tier_used, account.opened_at, uncut, cached)
+        units = {Rate.TOTAL: delta.total, **delta.by_rate}
+        lines: list[ChargeLine] = []
+        used, uncharged = account.tier_used, Decimal(0)
+        for seg in apportion(delta.start, delta.end, units, cuts):
+            part = Delta(delta.meter_id, delta.cause_id, seg.start, seg.end, seg.units[Rate.TOTAL],
+                         {r: u for r, u in seg.units.items() if r is not Rate.TOTAL})  # fmt: skip
+            charge = price_delta(self._book(p, account.tariff_at(seg.start)), part, used, account.opened_at)
+            lines += charge.lines
+            used, uncharged = charge.tier_used, uncharged + charge.uncharged
+        return Charge(tuple(lines), used, uncharged)
 
     def _window(
         self, project_id: str, book: TariffBook, delta: Delta

@@ -24,6 +24,7 @@ from typing import Any
 from libs.events.base import Event, event_id_for
 from libs.events.billing import (
     AccountOpened,
+    AccountTariffChanged,
     AlarmKind,
     AllowanceAccepted,
     BalanceChanged,
@@ -88,10 +89,30 @@ class AccountState:
     recharges: int = 0
     tier_used: dict[str, Decimal] = field(default_factory=dict)
     alarms: dict[AlarmKind, str] = field(default_factory=dict)
+    # (effective, tariff id) of every change after opening, in effective order
+    tariff_changes: tuple[tuple[datetime, str], ...] = ()
 
     @property
     def subject(self) -> Subject:
         return Subject(self.project_id, self.account_id, self.meter_ids, self.overdraft_fen)
+
+    @property
+    def tariff_ids(self) -> tuple[str, ...]:
+        """Every tariff the account has been priced by, the opening one first."""
+        return (self.tariff_id, *(t for _, t in self.tariff_changes))
+
+    def tariff_at(self, instant: datetime) -> str:
+        """The tariff in force at ``instant``."""
+        current = self.tariff_id
+        for effective, tariff_id in self.tariff_changes:
+            if effective > instant:
+                break
+            current = tariff_id
+        return current
+
+    def tariff_cuts(self, start: datetime, end: datetime) -> list[datetime]:
+        """Instants strictly inside (start, end) where the tariff changes."""
+        return [effective for effective, _ in self.tariff_changes if start < effective < end]
 
 
 def opened(fact: AccountOpened) -> AccountState:
@@ -152,6 +173,15 @@ def apply_money(
         account = evolve(account, allowance_periods=account.allowance_periods | {fact.period})
         return _moved(account, fact.amount_fen, "allowance", fact, policy)
     return _moved(account, fact.amount_fen, "adjustment", fact, policy)
+
+
+def change_tariff(account: AccountState, fact: AccountTariffChanged) -> AccountState:
+    """Record a tariff change (idempotent by id; a later change at the same instant wins)."""
+    if fact.event_id in account.applied:
+        return account
+    kept = [(at, t) for at, t in account.tariff_changes if at != fact.effective]
+    changes = tuple(sorted([*kept, (fact.effective, fact.tariff_id)], key=lambda c: c[0]))
+    return evolve(account, applied=account.applied | {fact.event_id}, tariff_changes=changes)
 
 
 def apply_charge(
