@@ -49,6 +49,7 @@ from libs.events.acquisition import MeterRegistered, ReadingRecorded
 from libs.events.base import Event, event_id_for
 from libs.events.billing import (
     AccountOpened,
+    AccountTariffChanged,
     AlarmCleared,
     AlarmKind,
     AlarmRaised,
@@ -269,7 +270,10 @@ class ControlState:
             owners = [a for a in book.accounts.values() if fact.meter_id in a.meter_ids]
             found = [parameters.download(book, a.account_id, fact.meter_id, fact, fact.time) for a in owners]
             candidates = [c for c in found if c is not None]
-        elif isinstance(fact, TariffPublished | AccountOpened | AlarmThresholdsSet | CommandRequested):
+        elif isinstance(
+            fact,
+            TariffPublished | AccountOpened | AccountTariffChanged | AlarmThresholdsSet | CommandRequested,
+        ):
             candidates = parameters.decide(book, fact, fact.time)
         else:
             return []

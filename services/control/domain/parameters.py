@@ -1,8 +1,11 @@
 """Parameter download (MISSION.md C8): the prices and alarm thresholds each meter should hold.
 
 The book folds ``TariffPublished`` (latest version of each tariff), ``AccountOpened`` (which
-meters use which tariff) and ``AlarmThresholdsSet`` (an account's level-1 / level-2 alarm
-thresholds, or the project's default). After each fact, every affected meter's parameter set is rebuilt and a
+meters use which tariff), ``AccountTariffChanged`` (an account moved to another tariff: its meters
+get that tariff's prices when the change is recorded — the download does not wait for the
+change's effective time, and of several changes the one effective last wins) and
+``AlarmThresholdsSet`` (an account's level-1 / level-2 alarm thresholds, or the project's
+default). After each fact, every affected meter's parameter set is rebuilt and a
 ``CommandRequested(action=set_parameter, params={"operation": "parameters", …})`` is emitted
 only when the set differs from the last one requested for that meter (a republished tariff with
 the same prices, or a redelivered fact, downloads nothing).
@@ -27,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from libs.events.base import Event, event_id_for
-from libs.events.billing import AccountOpened, AlarmThresholdsSet, TariffPublished
+from libs.events.billing import AccountOpened, AccountTariffChanged, AlarmThresholdsSet, TariffPublished
 from libs.events.control import Action, CommandRequested
 
 OPERATION = "parameters"
@@ -69,18 +72,25 @@ class ParameterBook:
     tariffs: dict[str, TariffPublished] = field(default_factory=dict)
     accounts: dict[str, AccountOpened] = field(default_factory=dict)
     thresholds: dict[str, AlarmThresholdsSet] = field(default_factory=dict)  # account id, or "" (project)
+    changes: dict[str, AccountTariffChanged] = field(
+        default_factory=dict
+    )  # account → the change effective last
     requested: dict[str, dict[str, str]] = field(default_factory=dict)  # meter → last set asked for
     seen: frozenset[str] = frozenset()
 
 
 def parameter_set(book: ParameterBook, account_id: str) -> tuple[dict[str, str], TariffPublished | None]:
     """The parameters the meters of an account should hold, and the tariff version they come from."""
-    account = book.accounts[account_id]
-    tariff = book.tariffs.get(account.tariff_id)
+    tariff = book.tariffs.get(_tariff_of(book, account_id))
     params = prices(tariff.definition) if tariff is not None else {}
     if (limits := book.thresholds.get(account_id) or book.thresholds.get("")) is not None:
         params |= {"alarm1_fen": str(limits.level1_fen), "alarm2_fen": str(limits.level2_fen)}
     return params, tariff
+
+
+def _tariff_of(book: ParameterBook, account_id: str) -> str:
+    change = book.changes.get(account_id)
+    return change.tariff_id if change is not None else book.accounts[account_id].tariff_id
 
 
 def _absorb(book: ParameterBook, event: Event) -> ParameterBook:
@@ -92,6 +102,10 @@ def _absorb(book: ParameterBook, event: Event) -> ParameterBook:
         return replace(book, accounts={**book.accounts, event.account_id: event})
     elif isinstance(event, AlarmThresholdsSet):
         return replace(book, thresholds={**book.thresholds, event.account_id or "": event})
+    elif isinstance(event, AccountTariffChanged):
+        latest = book.changes.get(event.account_id)
+        if latest is None or (event.effective, event.time) >= (latest.effective, latest.time):
+            return replace(book, changes={**book.changes, event.account_id: event})
     elif isinstance(event, CommandRequested) and event.params.get("operation") == OPERATION:
         sent = {k: v for k, v in event.params.items() if k not in ("operation", "effective_from")}
         return replace(book, requested={**book.requested, event.meter_id: sent})
@@ -110,10 +124,10 @@ def decide(book: ParameterBook, fact: Event, now: datetime) -> list[CommandReque
         return []
     after = _absorb(book, fact)
     if isinstance(fact, TariffPublished):
-        affected = [a for a in after.accounts.values() if a.tariff_id == fact.tariff_id]
+        affected = [a for a in after.accounts.values() if _tariff_of(after, a.account_id) == fact.tariff_id]
     elif isinstance(fact, AlarmThresholdsSet) and fact.account_id is None:  # the project's default
         affected = list(after.accounts.values())
-    elif isinstance(fact, AccountOpened | AlarmThresholdsSet):
+    elif isinstance(fact, AccountOpened | AlarmThresholdsSet | AccountTariffChanged):
         affected = [after.accounts[fact.account_id]] if fact.account_id in after.accounts else []
     else:
         return []

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from libs.events import AccountOpened, TariffPublished
+from datetime import timedelta
+
+from libs.events import AccountOpened, AccountTariffChanged, TariffPublished
 from libs.events.billing import AlarmThresholdsSet, BillingMode
 from services.control.domain.parameters import ParameterBook, apply, decide, prices
 from tests.services.control.helpers import P, at, env
@@ -67,3 +69,29 @@ def test_download_on_change_only() -> None:
     assert [c.params["alarm1_fen"] for c in c5] == ["2000", "2000"] and c5[0].requested_by == "op-5"
     book, c6 = step(book, limits)  # redelivered
     assert c6 == []
+
+
+def test_a_tariff_change_downloads_the_new_tariffs_prices_whatever_the_order() -> None:
+    def change(tid: str, hours: int, n: int) -> AccountTariffChanged:
+        when = T + timedelta(hours=hours)
+        return AccountTariffChanged(**{**env(when, "a1"), "event_id": f"chg-{n}"}, account_id="a1", tariff_id=tid,
+                                    effective_from=when, operator_id="op-2")  # fmt: skip
+
+    cheap, dear = (
+        tariff({"kind": "single", "price_fen": "50"}),
+        tariff({"kind": "single", "price_fen": "80"}, tid="t2"),
+    )
+    book = ParameterBook(P)
+    for fact in (cheap, dear, account()):
+        book, _ = step(book, fact)
+    book, moved = step(book, change("t2", 1, 1))
+    assert [(c.meter_id, c.params["price.total"]) for c in moved] == [("m1", "80"), ("m2", "80")]
+    book, stale = step(book, change("t1", 0, 2))  # an older change recorded late: the later one stands
+    assert stale == []
+    book, republished = step(book, tariff({"kind": "single", "price_fen": "85"}, version=2, tid="t2"))
+    assert [c.params["price.total"] for c in republished] == ["85", "85"]
+    # the change before the account and the tariffs (a replay's order): the same end state
+    other = ParameterBook(P)
+    for fact in (change("t2", 1, 1), account(), cheap, dear):
+        other, commands = step(other, fact)
+    assert [c.params["price.total"] for c in commands] == ["80", "80"]
