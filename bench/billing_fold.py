@@ -30,7 +30,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from libs.events import BalanceChanged, Codec, Rate, ReadingRecorded, pack_readings
-from libs.events.topics import BILLING, CATALOGUE, READINGS
+from libs.events.topics import CATALOGUE, LEDGER, READINGS
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
 from services.billing.domain import oracle
 from services.billing.replay import replay
@@ -69,7 +69,7 @@ async def latency(bootstrap: str, stream: list, rate: int, seconds: float) -> li
     try:
         await consumer.start()
         await producer.start()
-        tps = [TopicPartition(BILLING.name, p) for p in range(BILLING.partitions)]
+        tps = [TopicPartition(LEDGER.name, p) for p in range(LEDGER.partitions)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         for tp in tps:

@@ -62,7 +62,7 @@ from libs.events import (
 from libs.events.base import utcnow
 from libs.events.billing import AlarmKind, BillingMode
 from libs.events.control import Action, CommandAcknowledged, CommandRequested, CommandSent
-from libs.events.topics import ALARMS, BILLING, CATALOGUE, COMMANDS, READINGS, REGISTRY_TOPIC
+from libs.events.topics import ALARMS, CATALOGUE, COMMANDS, LEDGER, READINGS, REGISTRY_TOPIC
 from libs.protocols.simulator.site import (
     BusConfig,
     ConcentratorConfig,
@@ -220,7 +220,7 @@ class Bench:
         )
         try:
             await consumer.start()
-            topics = (REGISTRY_TOPIC, BILLING, ALARMS, COMMANDS)
+            topics = (REGISTRY_TOPIC, LEDGER, ALARMS, COMMANDS)
             consumer.assign([TopicPartition(t.name, p) for t in topics for p in range(t.partitions)])
             await consumer.seek_to_beginning()
             while not stop.is_set():

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from libs.events.acquisition import Rate
 from libs.events.base import Event, event
-from libs.events.topics import ALARMS, BILLING, TARIFFS
+from libs.events.topics import ALARMS, BILLING, LEDGER, TARIFFS
 
 
 class BillingMode(StrEnum):
@@ -147,7 +147,7 @@ class ChargeLine(BaseModel):
     amount_fen: int
 
 
-@event("billing.v1.charge_applied", BILLING.name)
+@event("billing.v1.charge_applied", LEDGER.name)
 class ChargeApplied(Event):
     """Consumption of one meter between two readings was charged to an account; the ledger entry
     behind a ``BalanceChanged(reason="charge")``, with its priced lines (causation: the reading)."""
@@ -160,7 +160,7 @@ class ChargeApplied(Event):
     amount_fen: int = Field(ge=0)
 
 
-@event("billing.v1.settlement_issued", BILLING.name)
+@event("billing.v1.settlement_issued", LEDGER.name)
 class SettlementIssued(Event):
     """The monthly bill of a postpaid account (月结, subject: account id).
 
@@ -185,7 +185,7 @@ class FreezeKind(StrEnum):
     MONTHLY = "monthly"
 
 
-@event("billing.v1.meter_frozen", BILLING.name)
+@event("billing.v1.meter_frozen", LEDGER.name)
 class MeterFrozen(Event):
     """A platform-side freeze (冻结) of one meter's registers and its account's balance at a
     configured daily or monthly instant (subject: the account id).
@@ -217,7 +217,7 @@ class AdjustmentAccepted(Event):
     reason: str = ""
 
 
-@event("billing.v1.balance_changed", BILLING.name)
+@event("billing.v1.balance_changed", LEDGER.name)
 class BalanceChanged(Event):
     """The ledger moved: ``delta_fen`` caused by event ``causation_id``; ``balance_fen`` after it."""
 

@@ -45,7 +45,10 @@ READINGS = Topic(
 )
 COMM = Topic("mf.comm", 6, "meter or concentrator id", "online / lost-contact / route switches")
 TARIFFS = Topic("mf.tariffs", 1, "tariff id", "tariff versions as published")
-BILLING = Topic("mf.billing", 6, "account id", "accounts, money movements, balance changes")
+BILLING = Topic("mf.billing", 6, "account id", "accounts, money movements, tariff changes, alarm thresholds")
+# Billing's consequences, apart from its causes: billing never reads them back (two or more per
+# reading), and consumers that only need causes (control) never fetch them.
+LEDGER = Topic("mf.ledger", 6, "account id", "charges, balance changes, postpaid bills, freezes")
 ALARMS = Topic("mf.alarms", 6, "subject id (account or meter)", "alarms raised and cleared")
 COMMANDS = Topic("mf.commands", 6, "meter id", "relay / valve / parameter command lifecycle")
 CONTROL = Topic(
@@ -72,6 +75,7 @@ CATALOGUE: tuple[Topic, ...] = (
     COMM,
     TARIFFS,
     BILLING,
+    LEDGER,
     ALARMS,
     COMMANDS,
     CONTROL,

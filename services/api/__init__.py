@@ -4,8 +4,8 @@ meterflow here. ``meterflow api`` runs one uvicorn worker per replica; docs/api.
 Design, in one paragraph per concern:
 
 - **Reads come from a read model, not from a database.** :mod:`services.api.readmodel` assigns
-  every partition of mf.iam, mf.registry, mf.comm, mf.tariffs, mf.billing, mf.alarms and
-  mf.commands (no consumer group: each replica reads everything from the beginning) and folds the
+  every partition of mf.iam, mf.registry, mf.comm, mf.tariffs, mf.billing, mf.ledger, mf.alarms,
+  mf.commands and mf.notifications (no consumer group: each replica reads everything from the beginning) and folds the
   facts with the pure :mod:`services.api.views`. A replica is ready (``/readyz``) once it has
   caught up to the high-watermarks seen at start. Readings and reports come from ClickHouse
   (:mod:`services.api.reporting`, builders in :mod:`services.api.analytics.queries`).

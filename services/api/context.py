@@ -1,16 +1,17 @@
 """What every request handler reaches through ``ApiDep``: settings, the read model, the fact
-writer and the ClickHouse client."""
+writer, the ClickHouse client and the clock."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from clickhouse_connect.driver.client import Client
 from fastapi import Depends, Request
 
-from libs.events.base import Event
+from libs.events.base import Event, utcnow
 from services.api.payments import AlipayNotifier, WechatPayNotifier
 from services.api.problems import Problem
 from services.api.readmodel import ReadModel
@@ -40,6 +41,7 @@ class Api:
     clickhouse: Client | None
     notifiers: Notifiers = field(default_factory=lambda: Notifiers())
     deliverer: Deliverer | None = None
+    clock: Callable[[], datetime] = utcnow  # aware now: what "now" means to time-dependent answers
 
     @property
     def views(self) -> Views:

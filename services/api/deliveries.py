@@ -23,14 +23,14 @@ from aiokafka import AIOKafkaConsumer
 from libs.events import iam
 from libs.events.base import Event
 from libs.events.codec import Codec, EventDecodeError
-from libs.events.topics import ALARMS, BILLING, COMM, COMMANDS, REGISTRY_TOPIC, TARIFFS
+from libs.events.topics import ALARMS, BILLING, COMM, COMMANDS, LEDGER, REGISTRY_TOPIC, TARIFFS
 from services.api import webhook_subscriptions
 from services.api.context import Api
 from services.api.webhooks import DeliveryResult, RetryPolicy, Subscription, WebhookSender, matching
 
 log = logging.getLogger(__name__)
 GROUP = "meterflow-api-webhooks"
-TOPICS = tuple(t.name for t in (REGISTRY_TOPIC, COMM, TARIFFS, BILLING, ALARMS, COMMANDS))
+TOPICS = tuple(t.name for t in (REGISTRY_TOPIC, COMM, TARIFFS, BILLING, LEDGER, ALARMS, COMMANDS))
 POLICY = RetryPolicy(max_attempts=4, base_delay=2.0, max_delay=30.0)
 KEPT = 10_000
 

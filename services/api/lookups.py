@@ -6,6 +6,7 @@ not exist (404), so a caller cannot probe other tenants.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TypeVar
 
 from services.api.problems import Problem, not_found
@@ -16,11 +17,22 @@ from services.api.schemas import (
     CommandOut,
     MeterOut,
     MoneyOut,
+    TariffChangeOut,
     TariffOut,
     TariffVersionOut,
 )
 from services.api.security import Scope
-from services.api.views import Account, Alarm, Command, Meter, Money, ProjectTable, Tariff, Views
+from services.api.views import (
+    Account,
+    Alarm,
+    Command,
+    Meter,
+    Money,
+    ProjectTable,
+    Tariff,
+    TariffChange,
+    Views,
+)
 
 V = TypeVar("V")
 
@@ -69,11 +81,22 @@ def meter_out(views: Views, m: Meter) -> MeterOut:
     )  # fmt: skip
 
 
-def account_out(a: Account) -> AccountOut:
+def account_out(views: Views, a: Account, now: datetime) -> AccountOut:
+    """The account as of ``now``: its tariff in force then and the next change after it."""
+    upcoming = views.next_tariff_change(a, now)
     return AccountOut(
         project_id=a.project_id, account_id=a.account_id, mode=a.mode, meter_ids=list(a.meter_ids),
-        tariff_id=a.tariff_id, holder=a.holder, phone=a.phone, overdraft_fen=a.overdraft_fen,
-        opened_at=a.opened_at, opened_by=a.opened_by, balance_fen=a.balance_fen,
+        tariff_id=views.tariff_at(a, now), opening_tariff_id=a.opening_tariff_id,
+        next_tariff_change=tariff_change_out(upcoming) if upcoming else None, holder=a.holder, phone=a.phone,
+        overdraft_fen=a.overdraft_fen, opened_at=a.opened_at, opened_by=a.opened_by, balance_fen=a.balance_fen,
+    )  # fmt: skip
+
+
+def tariff_change_out(c: TariffChange) -> TariffChangeOut:
+    return TariffChangeOut(
+        id=c.event_id, project_id=c.project_id, account_id=c.account_id, tariff_id=c.tariff_id,
+        effective_from=c.effective_from, effective_at=c.effective, recorded_at=c.recorded_at,
+        operator_id=c.operator_id, reason=c.reason, superseded=c.superseded,
     )  # fmt: skip
 
 

@@ -21,11 +21,21 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from libs.events.codec import Codec, EventDecodeError
 from libs.events.notify import SubscriptionSet
-from libs.events.topics import ALARMS, BILLING, COMM, COMMANDS, IAM, NOTIFICATIONS, REGISTRY_TOPIC, TARIFFS
+from libs.events.topics import (
+    ALARMS,
+    BILLING,
+    COMM,
+    COMMANDS,
+    IAM,
+    LEDGER,
+    NOTIFICATIONS,
+    REGISTRY_TOPIC,
+    TARIFFS,
+)
 from services.api.views import Views
 
 log = logging.getLogger(__name__)
-TOPICS = (IAM, REGISTRY_TOPIC, COMM, TARIFFS, BILLING, ALARMS, COMMANDS, NOTIFICATIONS)
+TOPICS = (IAM, REGISTRY_TOPIC, COMM, TARIFFS, BILLING, LEDGER, ALARMS, COMMANDS, NOTIFICATIONS)
 # Of mf.notifications the API folds only the settings; the far more numerous requests and their
 # outcomes are skipped before decoding (a packed batch holding a setting carries this text too).
 _SETTINGS_MARK = SubscriptionSet.TYPE.encode()

@@ -87,12 +87,42 @@ class AccountIn(In):
     overdraft_fen: int = Field(default=0, ge=0, le=10**12)
 
 
+class TariffChangeIn(In):
+    """Move an account to another tariff from ``effective_from`` on (never backdated)."""
+
+    tariff_id: str = Id
+    effective_from: AwareDatetime | None = Field(
+        default=None,
+        description="when the new tariff applies: now if left out; never in the past (a few "
+        "minutes' clock skew is taken as now)",
+    )
+    reason: str = Field(default="", max_length=500)
+
+
+class TariffChangeOut(BaseModel):
+    """A change of an account's tariff, in force from ``effective_at``: ``effective_from``, or when
+    it was recorded if that is later."""
+
+    id: str
+    project_id: str
+    account_id: str
+    tariff_id: str
+    effective_from: datetime
+    effective_at: datetime
+    recorded_at: datetime
+    operator_id: str
+    reason: str
+    superseded: bool = Field(description="a later change took effect at the same instant and replaced it")
+
+
 class AccountOut(BaseModel):
     project_id: str
     account_id: str
     mode: str
     meter_ids: list[str]
-    tariff_id: str
+    tariff_id: str = Field(description="the tariff in force now")
+    opening_tariff_id: str = Field(description="the tariff the account was opened with")
+    next_tariff_change: TariffChangeOut | None = Field(description="the nearest change still to take effect")
     holder: str
     phone: str | None
     overdraft_fen: int

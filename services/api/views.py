@@ -1,6 +1,6 @@
 """The API's read model as a pure fold: ``Views.apply(event)`` updates in-memory views of
-projects, topology, accounts, balances, money movements, tariffs, alarms, commands, notification
-settings and IAM.
+projects, topology, accounts (with their tariff changes), balances, money movements, tariffs,
+alarms, commands, notification settings and IAM.
 
 No Kafka here (see :mod:`services.api.readmodel` for the consumer). Every view is keyed by
 ``(project_id, id)`` so that one project's ids can never answer for another's; every fold is
@@ -9,6 +9,7 @@ idempotent (a redelivered fact sets the same state), which is what at-least-once
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,7 +98,7 @@ class Account:
     account_id: str
     mode: str
     meter_ids: tuple[str, ...]
-    tariff_id: str
+    opening_tariff_id: str  # the tariff now in force is Views.tariff_at(account, now)
     holder: str
     phone: str | None
     overdraft_fen: int
@@ -105,6 +106,23 @@ class Account:
     opened_by: str
     balance_fen: int = 0
     balance_at: datetime | None = None
+
+
+@dataclass
+class TariffChange:
+    """One ``AccountTariffChanged``: the account is priced by ``tariff_id`` from ``effective`` on
+    (``effective_from``, or when it was recorded if that is later: never backdated)."""
+
+    project_id: str
+    event_id: str
+    account_id: str
+    tariff_id: str
+    effective_from: datetime
+    effective: datetime
+    recorded_at: datetime
+    operator_id: str
+    reason: str
+    superseded: bool = False  # a later change took effect at the same instant (billing: it wins)
 
 
 @dataclass
@@ -208,7 +226,14 @@ class Views:
     # facts about meters that may arrive (from other topics) before their registration
     early_comm: dict[Key, tuple[str, datetime | None]] = field(default_factory=dict)
     early_attributes: dict[Key, dict[str, str]] = field(default_factory=dict)
+    # billing's consequences (mf.ledger) that arrive before their causes (mf.billing): the balance
+    # of an account not yet opened, and the booking of a money movement not yet folded
+    early_balances: dict[Key, tuple[int, datetime]] = field(default_factory=dict)
+    early_booked: dict[str, tuple[str, int, datetime]] = field(default_factory=dict)
     money: dict[str, Money] = field(default_factory=dict)
+    # tariff changes by event id, and each account's in effective order (ties: in log order)
+    tariff_changes: dict[str, TariffChange] = field(default_factory=dict)
+    account_tariff_changes: dict[Key, list[TariffChange]] = field(default_factory=dict)
     tariffs: ProjectTable[Tariff] = field(default_factory=ProjectTable)
     alarms: ProjectTable[Alarm] = field(default_factory=ProjectTable)
     active_alarms: dict[Key, set[str]] = field(default_factory=dict)  # (project, subject) -> ids
@@ -242,6 +267,22 @@ class Views:
                 if state is not None:
                     out.add(state)
         return out
+
+    def tariff_changes_of(self, account: Account) -> list[TariffChange]:
+        """The account's tariff changes in effective order (superseded ones included)."""
+        return self.account_tariff_changes.get((account.project_id, account.account_id), [])
+
+    def tariff_at(self, account: Account, instant: datetime) -> str:
+        """The tariff in force at ``instant`` by billing's rule (``AccountState.tariff_at``): the
+        last change effective by then (of several at one instant, the last folded), else the
+        opening tariff."""
+        in_force = [c.tariff_id for c in self.tariff_changes_of(account) if c.effective <= instant]
+        return in_force[-1] if in_force else account.opening_tariff_id
+
+    def next_tariff_change(self, account: Account, instant: datetime) -> TariffChange | None:
+        """The nearest change that takes effect after ``instant``, if any."""
+        later = (c for c in self.tariff_changes_of(account) if c.effective > instant and not c.superseded)
+        return next(later, None)
 
     def apply(self, e: Event) -> None:
         """Fold one fact (unknown kinds are ignored)."""
@@ -310,6 +351,9 @@ def _opened(v: Views, e: bil.AccountOpened) -> None:
         e.project_id, e.account_id, e.mode.value, e.meter_ids, e.tariff_id, e.holder, e.phone,
         e.overdraft_fen, e.time, e.opened_by,
     )  # fmt: skip
+    early = v.early_balances.pop(key, None)
+    if early is not None:
+        v.accounts[key].balance_fen, v.accounts[key].balance_at = early
     for meter_id in e.meter_ids:
         v.meter_accounts[(e.project_id, meter_id)] = e.account_id
         meter = v.meters.get((e.project_id, meter_id))
@@ -331,19 +375,46 @@ def _money(v: Views, e: Event) -> None:
         kind, amount, details = "clear", 0, {"reason": e.reason}
     else:
         return
-    v.money[e.event_id] = Money(
+    money = v.money[e.event_id] = Money(
         e.project_id, e.event_id, kind, e.account_id, amount, e.idempotency_key,
         e.operator_id, e.time, details,
     )  # fmt: skip
+    booked = v.early_booked.pop(e.event_id, None)
+    if booked is not None and booked[0] == e.account_id:
+        money.balance_fen, money.applied_at = booked[1], booked[2]
+
+
+_MONEY_REASONS = frozenset({"recharge", "refund", "clear", "allowance"})
 
 
 def _balance(v: Views, e: bil.BalanceChanged) -> None:
-    account = v.accounts.get((e.project_id, e.account_id))
-    if account is not None:  # facts of one account arrive in order on its partition
+    key = (e.project_id, e.account_id)
+    account = v.accounts.get(key)
+    if account is not None:  # one account's balance changes arrive in order on its partition
         account.balance_fen, account.balance_at = e.balance_fen, e.time
+    else:
+        v.early_balances[key] = (e.balance_fen, e.time)
     money = v.money.get(e.causation_id or "")
     if money is not None and money.account_id == e.account_id:
         money.balance_fen, money.applied_at = e.balance_fen, e.time
+    elif money is None and e.causation_id and e.reason in _MONEY_REASONS:
+        v.early_booked[e.causation_id] = (e.account_id, e.balance_fen, e.time)
+
+
+def _tariff_changed(v: Views, e: bil.AccountTariffChanged) -> None:
+    # kept whether or not the account is known yet: its opening may be folded later
+    if e.event_id in v.tariff_changes:
+        return
+    change = TariffChange(
+        e.project_id, e.event_id, e.account_id, e.tariff_id, e.effective_from, e.effective, e.time,
+        e.operator_id, e.reason,
+    )  # fmt: skip
+    history = v.account_tariff_changes.setdefault((e.project_id, e.account_id), [])
+    for earlier in history:
+        if earlier.effective == change.effective:
+            earlier.superseded = True
+    bisect.insort_right(history, change, key=lambda c: c.effective)
+    v.tariff_changes[e.event_id] = change
 
 
 def _tariff(v: Views, e: bil.TariffPublished) -> None:
@@ -469,6 +540,7 @@ _HANDLERS: dict[type[Event], Any] = {
     bil.AllowanceAccepted: _money,
     bil.ClearAccepted: _money,
     bil.BalanceChanged: _balance,
+    bil.AccountTariffChanged: _tariff_changed,
     bil.TariffPublished: _tariff,
     bil.AlarmRaised: _alarm,
     bil.AlarmCleared: _alarm,

@@ -2,9 +2,9 @@
 
 Reads the billing input topics from the beginning with plain aiokafka (no consumer group), folds
 them into a fresh :class:`BillingState` (the worker's own fold, so facts that arrive before what
-they need wait exactly as they do live), and compares each account's
-balance with the last ``BalanceChanged`` the live worker published (F5: the event log rebuilds
-every balance). Exit code 0 when they agree to the fen.
+they need wait exactly as they do live), and compares each account's balance with the last
+``BalanceChanged`` the live worker published on mf.ledger (F5: the event log rebuilds every
+balance). Exit code 0 when they agree to the fen.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from libs.events.billing import BalanceChanged
+from libs.events.billing import BalanceChanged, ChargeApplied, MeterFrozen, SettlementIssued
 from libs.events.codec import Codec
+from libs.events.topics import LEDGER
 from libs.stack.broker import high_watermarks, partition_counts
 from libs.stack.processor import tune_gc
 from services.billing.domain.alarms import AlarmConfig
@@ -43,10 +44,13 @@ class ReplayResult:
         }
 
 
+NOT_BALANCES = frozenset(cls.TYPE for cls in (ChargeApplied, MeterFrozen, SettlementIssued))
+
+
 async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> ReplayResult:
     """Fold the whole log into fresh books; collect the live balances on the way."""
     tune_gc()
-    counts = await asyncio.to_thread(partition_counts, bootstrap, list(INPUTS))
+    counts = await asyncio.to_thread(partition_counts, bootstrap, [*INPUTS, LEDGER.name])
     tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
     ends = await high_watermarks(bootstrap, tps)
     consumer = AIOKafkaConsumer(
@@ -66,9 +70,14 @@ async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> Rep
                 for record in records:
                     if record.offset >= ends[tp]:
                         continue
+                    if tp.topic == LEDGER.name:  # what the live worker published
+                        for fact in codec.decode(record.value, ignore=NOT_BALANCES):
+                            if isinstance(fact, BalanceChanged):
+                                live[(fact.project_id, fact.account_id)] = fact.balance_fen
+                        continue
                     for fact in codec.decode(record.value):
                         events += 1
-                        if isinstance(fact, BalanceChanged):
+                        if isinstance(fact, BalanceChanged):  # on mf.billing in logs older than mf.ledger
                             live[(fact.project_id, fact.account_id)] = fact.balance_fen
                         state.fold(fact)
                 if records and records[-1].offset >= ends[tp] - 1:

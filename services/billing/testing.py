@@ -24,7 +24,7 @@ from libs.events import (
     TariffPublished,
 )
 from libs.events.billing import BillingMode
-from libs.events.topics import BILLING
+from libs.events.topics import LEDGER
 
 ROUTE = Route(concentrator_id="c1", bus_id="b1")
 SH = ZoneInfo("Asia/Shanghai")
@@ -107,7 +107,7 @@ async def live_balances(bootstrap: str, project: str) -> dict[tuple[str, str], i
     codec = Codec()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    tps = [TopicPartition(BILLING.name, p) for p in range(BILLING.partitions)]
+    tps = [TopicPartition(LEDGER.name, p) for p in range(LEDGER.partitions)]
     out: dict[tuple[str, str], int] = {}
     try:
         consumer.assign(tps)

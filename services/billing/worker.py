@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 5  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
-# Billing's own outputs on mf.billing: consequences, never causes — skipped before validation.
+# Billing's own outputs (on mf.ledger, which billing does not read; on mf.billing in logs written
+# before that topic existed): consequences, never causes — skipped before validation.
 OWN_OUTPUTS = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
 ACCOUNT_FACTS = (*MONEY, AccountTariffChanged)  # wait, in order, until their account is opened
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}

@@ -89,7 +89,7 @@ PARAMETER_MODELS = ("DDSY", "DTSY", "DSSY")
 RETRIABLE = ("no_reply", "bad_reply", "transport", "not_confirmed")
 LIFECYCLE = (CommandRequested, CommandSent, CommandAcknowledged, CommandFailed, CommandTimedOut)
 POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRequested, OperatorFact)
-# Billing's per-reading consequences on mf.billing that no control decision reads: skipped
+# Billing's per-reading consequences (mf.ledger, not an input; mf.billing in older logs): skipped
 # before validation (thousands a second on a busy site).
 UNUSED = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 One process, one replica, two halves (docs/architecture.md, "Notify"):
 
-- the *decider*, a stream processor (:mod:`services.notify.worker`) over mf.billing, mf.alarms,
+- the *decider*, a stream processor (:mod:`services.notify.worker`) over mf.billing, mf.ledger, mf.alarms,
   mf.commands and mf.notifications, folds who each account is and what it wants to hear, and
   emits ``NotificationRequested`` with ids derived from their cause;
 - the *sender* (:mod:`services.notify.sender`) tails mf.notifications, applies the delivery

@@ -48,13 +48,13 @@ from libs.events.billing import AccountOpened, AlarmCleared, AlarmKind, AlarmRai
 from libs.events.codec import Codec
 from libs.events.control import Action, CommandAcknowledged, CommandFailed, CommandRequested
 from libs.events.notify import NotificationRequested, SubscriptionSet
-from libs.events.topics import ALARMS, BILLING, COMMANDS, NOTIFICATIONS
+from libs.events.topics import ALARMS, BILLING, COMMANDS, LEDGER, NOTIFICATIONS
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
 from services.notify.delivery import AccountSettings, QuietHours, plan
 from services.notify.templates import Template, notice_for
 
 log = logging.getLogger(__name__)
-INPUTS = (BILLING.name, ALARMS.name, COMMANDS.name, NOTIFICATIONS.name)
+INPUTS = (BILLING.name, LEDGER.name, ALARMS.name, COMMANDS.name, NOTIFICATIONS.name)
 MAX_WAITING = 1_000  # facts per unknown account or meter; beyond it the oldest is dropped (logged)
 MAX_REMEMBERED = 200_000  # emitted request ids kept for idempotency
 SNAPSHOT_VERSION = 2  # bump when the directory's shape changes: older snapshots are rebuilt from the log

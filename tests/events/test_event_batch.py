@@ -7,7 +7,7 @@ import pytest
 
 from libs.events import BalanceChanged, Codec, EventDecodeError, RechargeAccepted, event_id_for
 from libs.events.codec import EVENT_BATCH_TYPE, pack_events, partition_for
-from libs.events.topics import BILLING, CATALOGUE
+from libs.events.topics import CATALOGUE, LEDGER
 
 PARTITIONS = {t.name: t.partitions for t in CATALOGUE}
 
@@ -31,9 +31,9 @@ def test_pack_events_puts_each_subject_on_its_own_partition_in_order() -> None:
     packed = pack_events(events, PARTITIONS.__getitem__, max_per_message=4, codec=codec)
     seen: list[BalanceChanged] = []
     for topic, message in packed:
-        assert topic == BILLING.name and message.count <= 4
+        assert topic == LEDGER.name and message.count <= 4
         decoded = codec.decode(message.value)
-        assert {partition_for(e.key, BILLING.partitions) for e in decoded} == {message.partition}
+        assert {partition_for(e.key, LEDGER.partitions) for e in decoded} == {message.partition}
         seen += decoded  # type: ignore[arg-type]
     for account in {e.account_id for e in events}:
         assert [e for e in seen if e.account_id == account] == [e for e in events if e.account_id == account]

@@ -27,13 +27,22 @@ from libs.events import acquisition as acq
 from libs.events import billing, control, notify
 from libs.events.base import Event
 from libs.events.codec import Codec, EventDecodeError
-from libs.events.topics import ALARMS, BILLING, COMM, COMMANDS, NOTIFICATIONS, READINGS, REGISTRY_TOPIC
+from libs.events.topics import (
+    ALARMS,
+    BILLING,
+    COMM,
+    COMMANDS,
+    LEDGER,
+    NOTIFICATIONS,
+    READINGS,
+    REGISTRY_TOPIC,
+)
 from libs.stack.broker import high_watermarks, partition_counts
 
 log = logging.getLogger(__name__)
 
 TOPICS: tuple[str, ...] = tuple(
-    t.name for t in (READINGS, REGISTRY_TOPIC, COMM, BILLING, ALARMS, COMMANDS, NOTIFICATIONS)
+    t.name for t in (READINGS, REGISTRY_TOPIC, COMM, BILLING, LEDGER, ALARMS, COMMANDS, NOTIFICATIONS)
 )
 OFFSETS_TABLE = "analytics_offsets"
 

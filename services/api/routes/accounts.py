@@ -1,5 +1,5 @@
-"""Accounts (open, list), balances (one and many), money movements with ``Idempotency-Key``, and
-each account's notification settings.
+"""Accounts (open, list), balances (one and many), money movements and tariff changes with
+``Idempotency-Key``, and each account's notification settings.
 
 A movement answers 201 with the balance after it once billing booked it (read-your-writes), or
 202 with ``Location: /money-movements/{id}`` when billing has not booked it within
@@ -12,9 +12,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from services.api import notification_settings, sales
+from services.api import notification_settings, sales, tariff_changes
 from services.api.context import ApiDep
-from services.api.lookups import account_out, accounts_in_scope, balance_out, find_account
+from services.api.lookups import (
+    account_out,
+    accounts_in_scope,
+    balance_out,
+    find_account,
+    tariff_change_out,
+)
 from services.api.pagination import Page, Paging, paginate
 from services.api.permissions import P
 from services.api.problems import CONFLICT, ERRORS
@@ -29,32 +35,55 @@ from services.api.schemas import (
     NotificationSettingsOut,
     RechargeIn,
     RefundIn,
+    TariffChangeIn,
+    TariffChangeOut,
 )
 from services.api.security import Needs, ProjectScope
 
 router = APIRouter(tags=["accounts"], responses=ERRORS)
 IdempotencyKey = Annotated[
     str,
-    Header(alias="Idempotency-Key", min_length=1, max_length=128, description="one per intended movement"),
+    Header(alias="Idempotency-Key", min_length=1, max_length=128, description="one per intended write"),
 ]
 _MOVED = {**CONFLICT, 202: {"description": "accepted; not yet booked — follow Location", "model": MoneyOut}}
 
 
 @router.get("/accounts", response_model=Page[AccountOut], dependencies=[Needs(P.ACCOUNTS_READ)])
 async def list_accounts(api: ApiDep, scope: ProjectScope, page: Paging, request: Request) -> Page[AccountOut]:
-    return paginate(request, accounts_in_scope(scope, api.views), page, account_out)
+    views, now = api.views, api.clock()
+    return paginate(request, accounts_in_scope(scope, views), page, lambda a: account_out(views, a, now))
 
 
 @router.post("/accounts", response_model=AccountOut, status_code=201, responses=CONFLICT,
              dependencies=[Needs(P.ACCOUNTS_WRITE)])  # fmt: skip
 async def open_account(api: ApiDep, scope: ProjectScope, body: AccountIn) -> AccountOut:
     """Open an account (开户) for registered meters with a published tariff."""
-    return account_out(await sales.open_account(api, scope, body))
+    return account_out(api.views, await sales.open_account(api, scope, body), api.clock())
 
 
 @router.get("/accounts/{account_id}", response_model=AccountOut, dependencies=[Needs(P.ACCOUNTS_READ)])
 async def get_account(api: ApiDep, scope: ProjectScope, account_id: str) -> AccountOut:
-    return account_out(find_account(scope, api.views, account_id))
+    """The account with its tariff in force now and the next tariff change, if one is pending."""
+    return account_out(api.views, find_account(scope, api.views, account_id), api.clock())
+
+
+@router.get("/accounts/{account_id}/tariff-changes", response_model=Page[TariffChangeOut], responses=CONFLICT,
+            dependencies=[Needs(P.ACCOUNTS_READ)])  # fmt: skip
+async def list_tariff_changes(
+    api: ApiDep, scope: ProjectScope, account_id: str, page: Paging, request: Request
+) -> Page[TariffChangeOut]:
+    """The account's tariff changes in effective order (a superseded one stays, marked)."""
+    return paginate(request, tariff_changes.history(api, scope, account_id), page, tariff_change_out)
+
+
+@router.post("/accounts/{account_id}/tariff-changes", response_model=TariffChangeOut, status_code=201,
+             responses=CONFLICT, dependencies=[Needs(P.ACCOUNTS_WRITE)])  # fmt: skip
+async def change_tariff(
+    api: ApiDep, scope: ProjectScope, account_id: str, key: IdempotencyKey, body: TariffChangeIn
+) -> TariffChangeOut:
+    """Move the account to another published tariff from ``effective_from`` (default now) on; never
+    backdated. Billing prices use from then on by the new tariff."""
+    return await tariff_changes.change(api, scope, account_id, key, body)
 
 
 @router.get(

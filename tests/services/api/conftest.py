@@ -2,11 +2,17 @@
 
 ``harness`` runs the app's lifespan (writer, read model) in the test's event loop and talks to it
 through httpx's ASGI transport; facts are produced to the real broker, never injected.
+``with_billing`` adds the real billing worker, a subprocess as in production.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -41,12 +47,13 @@ from libs.events import (
 )
 from libs.events.iam import PLATFORM
 from libs.events.topics import CATALOGUE
-from libs.stack.broker import ensure_topics
+from libs.stack.broker import ensure_topics, free_port
 from services.api.analytics.sink import empty_rows, insert_rows, rows_for
 from services.api.app import create_app
 from services.api.context import Notifiers
 from services.api.security import hash_password, issue_token
 from services.api.settings import ApiSettings
+from tests.processes import stop
 
 SECRET = "test-secret-" + "x" * 32
 PASSWORD = "correct horse battery"
@@ -128,6 +135,48 @@ async def running(
                 yield Harness(app, client, producer, store)
     finally:
         await producer.stop()
+
+
+def _billing(bootstrap: str, state: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MF_")}
+    env.update(MF_KAFKA_BOOTSTRAP=bootstrap, MF_STATE_DIR=str(state), MF_BILLING_HTTP_PORT=str(port),
+               MF_BILLING_FAUST_PORT=str(free_port()), MF_BILLING_SNAPSHOT_EVERY_S="1")  # fmt: skip
+    with open(state.parent / "billing.log", "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "services.cli", "billing"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+
+
+@asynccontextmanager
+async def with_billing(bootstrap: str, state: Path, apply_timeout_s: float = 10.0) -> AsyncIterator[Harness]:
+    """The API (no analytics store) and the billing worker (state in ``state``, its log beside it)
+    on ``bootstrap`` — a broker of the test's own, since billing folds everything on it."""
+    ensure_topics(bootstrap, CATALOGUE)
+    port, log_path = free_port(), state.parent / "billing.log"
+    worker = _billing(bootstrap, state, port)
+    try:
+        deadline = time.monotonic() + 90
+        async with httpx.AsyncClient() as probe:
+            while True:
+                assert worker.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    if (await probe.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "billing did not become ready"
+                await asyncio.sleep(0.5)
+        app = create_app(settings(api_apply_timeout_s=apply_timeout_s), bootstrap)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+                    yield Harness(app, client, producer, store=None)  # type: ignore[arg-type]
+        finally:
+            await producer.stop()
+    finally:
+        stop(worker)
 
 
 @pytest.fixture

@@ -292,6 +292,7 @@ async def loaded(bootstrap: str, store: Client) -> Client:
         "mf.registry",
         "mf.comm",
         "mf.billing",
+        "mf.ledger",
         "mf.alarms",
         "mf.commands",
         "mf.notifications",

@@ -6,24 +6,14 @@ own; the fast ones check the API's side alone, where nothing books the movement 
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from libs.events import BalanceChanged
-from libs.events.topics import CATALOGUE
-from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
-from services.api.app import create_app
-from tests.services.api.conftest import Harness, seed, settings, site
+from libs.stack.broker import EmbeddedBroker
+from tests.services.api.conftest import Harness, seed, site, with_billing
 from tests.services.api.test_auth import assert_problem
 
 
@@ -56,52 +46,12 @@ async def test_without_billing_a_recharge_is_202_with_a_status_link_and_keys_are
     assert_problem(negative, 422)
 
 
-def _billing(bootstrap: str, state: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MF_")}
-    env.update(MF_KAFKA_BOOTSTRAP=bootstrap, MF_STATE_DIR=str(state), MF_BILLING_HTTP_PORT=str(port),
-               MF_BILLING_FAUST_PORT=str(free_port()), MF_BILLING_SNAPSHOT_EVERY_S="1")  # fmt: skip
-    with open(state.parent / "billing.log", "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "services.cli", "billing"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)  # fmt: skip
-
-
 @pytest.mark.slow
 async def test_recharge_posted_twice_is_applied_once_and_read_back_at_once(
     fresh_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    bootstrap = fresh_broker.bootstrap
-    ensure_topics(bootstrap, CATALOGUE)
-    port = free_port()
-    worker = _billing(bootstrap, tmp_path / "billing", port)
-    app = create_app(settings(api_apply_timeout_s=10.0), bootstrap)
-    try:
-        deadline = time.monotonic() + 90
-        async with httpx.AsyncClient() as probe:
-            while True:
-                assert worker.poll() is None, (tmp_path / "billing.log").read_text()[-3000:]
-                try:
-                    if (await probe.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "billing did not become ready"
-                await asyncio.sleep(0.5)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-        await producer.start()
-        try:
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                    await _recharge_flow(Harness(app, client, producer, store=None))  # type: ignore[arg-type]
-        finally:
-            await producer.stop()
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    async with with_billing(fresh_broker.bootstrap, tmp_path / "billing") as h:
+        await _recharge_flow(h)
 
 
 async def _recharge_flow(h: Harness) -> None:

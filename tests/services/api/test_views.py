@@ -1,11 +1,12 @@
 """The read model's fold is independent of how the broker interleaves topics: any merge of the
-per-topic streams (each kept in order, as Kafka keeps a partition) gives the same views."""
+per-topic streams (each kept in order, as Kafka keeps a partition) gives the same views — billing's
+consequences (mf.ledger) may come before their causes (mf.billing)."""
 
 from __future__ import annotations
 
 import random
 
-from libs.events import Event, MeterUpdated
+from libs.events import AccountOpened, BalanceChanged, Event, MeterUpdated, RechargeAccepted
 from services.api.views import MeterState, Views
 from tests.services.api.conftest import site
 
@@ -62,3 +63,18 @@ def test_redelivered_facts_change_nothing() -> None:
     for e in events + events:
         twice.apply(e)
     assert _summary(once) == _summary(twice)
+
+
+def test_a_booking_folded_before_its_cause_is_kept_for_it() -> None:
+    opened, *_ = [e for e in site("p1") if isinstance(e, AccountOpened)]
+    recharge = RechargeAccepted(project_id="p1", subject_id="a0", account_id="a0", amount_fen=500,
+                                idempotency_key="k1", operator_id="op", channel="cash")  # fmt: skip
+    booked = BalanceChanged(project_id="p1", subject_id="a0", account_id="a0", delta_fen=500, balance_fen=500,
+                            reason="recharge", causation_id=recharge.event_id)  # fmt: skip
+    for order in ([opened, recharge, booked], [booked, recharge, opened], [recharge, booked, opened]):
+        views = Views()
+        for e in order:
+            views.apply(e)
+        assert views.accounts[("p1", "a0")].balance_fen == 500, order
+        assert views.money[recharge.event_id].balance_fen == 500, order
+        assert not views.early_balances and not views.early_booked

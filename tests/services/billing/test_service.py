@@ -22,6 +22,7 @@ from libs.events.topics import CATALOGUE
 from libs.stack.broker import ensure_topics, free_port
 from services.billing.domain import oracle
 from services.billing.testing import live_balances, produce, scenario
+from tests.processes import stop
 
 pytestmark = pytest.mark.slow
 ROUTE = Route(concentrator_id="c1", bus_id="b1")
@@ -65,11 +66,7 @@ def test_sigkilled_worker_matches_the_oracle_and_replay_matches_live(
                 break
             loop.run_until_complete(asyncio.sleep(3))
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(worker)
         loop.close()
     if live != expected:
         print(log.read_text()[-4000:])

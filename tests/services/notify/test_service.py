@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from libs.events.notify import Channel
 from libs.events.topics import CATALOGUE
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
 from services.notify.testing.provider_server import ProviderServer
+from tests.processes import stop
 from tests.services.notify.helpers import produce
 
 pytestmark = pytest.mark.slow
@@ -32,15 +32,6 @@ def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "services.cli", "notify"], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)  # fmt: skip
-
-
-def stop(worker: subprocess.Popen[bytes]) -> None:
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
