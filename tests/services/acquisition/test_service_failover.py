@@ -106,7 +106,23 @@ async def settle(collector: Collector, outbox: Outbox, quiet: float = 2.0, withi
             await asyncio.sleep(0.1)
 
 
+class _BrokerBroke(Exception):
+    """The restarted embedded broker stopped accepting connections (docs/architecture.md)."""
+
+
 async def test_kafka_outage_buffers_and_delivers_once(fresh_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    try:
+        await _outage(fresh_broker, tmp_path)
+    except BaseException as exc:  # the service's shutdown, with no broker to talk to, may mask it
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, _BrokerBroke):
+            cause = cause.__context__
+        if cause is not None:
+            pytest.xfail("embedded Tansu stopped accepting connections after AlreadyExists on produce")
+        raise
+
+
+async def _outage(fresh_broker: EmbeddedBroker, tmp_path: Path) -> None:
     bootstrap = fresh_broker.bootstrap
     async with running_site() as site, running_service(site, bootstrap, tmp_path) as run:
         seen = Collector(bootstrap, run.project_id).start()
@@ -134,9 +150,7 @@ async def test_kafka_outage_buffers_and_delivers_once(fresh_broker: EmbeddedBrok
                 try:  # our outbox did not deliver, or the embedded broker broke (docs/architecture.md)
                     await asyncio.to_thread(check_reachable, bootstrap, 2.0)
                 except BrokerError:
-                    pytest.xfail(
-                        "embedded Tansu stopped accepting connections after AlreadyExists on produce"
-                    )
+                    raise _BrokerBroke from None
                 raise
             run.stop.set()
             await asyncio.wait_for(run.task, 30)
