@@ -46,6 +46,7 @@ from services.acquisition.state import LocalState
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 10.0  # how long stopping the consumer may take (see CommandConsumer.run)
 _RELAY = {Action.TRIP: False, Action.CLOSE: True}
 _DLT645_ACTIONS = {
     Action.KEEP_POWER_ON: dlt645.RelayAction.KEEP_POWER,
@@ -255,8 +256,11 @@ class CommandConsumer:
                 backoff = min(backoff * 2, 10.0)
             finally:
                 self.connected = False
+                # Bounded: with the broker unreachable aiokafka's stop retries for a long time,
+                # and a service must stop within its grace period (the offsets are committed
+                # above; anything not committed is redelivered and executed once by command id).
                 with contextlib.suppress(Exception):
-                    await consumer.stop()
+                    await asyncio.wait_for(consumer.stop(), STOP_TIMEOUT_S)
 
     async def execute(self, commands: list[CommandRequested]) -> None:
         """One meter's commands in order; different meters (and buses) at once."""
