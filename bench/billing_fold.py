@@ -177,7 +177,7 @@ def main() -> None:
                 result = asyncio.run(replay(broker.bootstrap))  # the log as it is now, the worker idle
                 print(
                     f"replay          {result.events / result.seconds:>12,.0f} facts/s    "
-                    f"(all topics incl. billing's own output, {result.events:,} facts)"
+                    f"({result.events:,} input facts; the live balances on mf.ledger read alongside)"
                 )
                 print(
                     f"replay balances {'match' if result.replayed == expected else 'DIFFER from'} the oracle"
