@@ -9,8 +9,9 @@ publishes a recharge and times the restore (close) the same way. Meanwhile a bac
 of readings for other accounts flows through billing and control: every background meter reads
 once a second, published every 50 ms packed per partition as acquisition's outbox does. The
 target profile runs once per background rate (default 200, 1,000 and 2,000 readings/s), so the
-print shows where the machine saturates — on a 2-core machine the embedded broker alone takes
-about a core at 2,000/s (see docs/architecture.md, "The embedded broker's fetch cost").
+print shows where the machine saturates. Each run starts a fresh broker: the embedded broker's
+CPU per fetch grows with the batches it holds, so figures taken minutes into a run are worse (see
+docs/architecture.md, "The embedded broker's fetch cost").
 
 Printed per direction: p50 / p99 of the end-to-end time (fact published → acknowledgement
 consumed), of the part spent on the bus (acquisition's ``CommandSent`` → ``CommandAcknowledged``)
