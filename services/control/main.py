@@ -34,8 +34,9 @@ def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Process
         settings.control_max_backoff_s, settings.control_attempt_timeout_s, settings.control_command_timeout_s,
     )  # fmt: skip
     state = ControlState(
-        retry, end_offsets=lambda: end_offsets(bootstrap, INPUTS), parameter_models=settings.parameter_models
-    )
+        retry, end_offsets=lambda: end_offsets(bootstrap, INPUTS), parameter_models=settings.parameter_models,
+        stale_after_s=settings.control_stale_after_s, settle_s=settings.control_settle_s,
+    )  # fmt: skip
     app = make_app(
         "meterflow-control", bootstrap, settings.snapshot_dir / "faust", settings.control_faust_port
     )

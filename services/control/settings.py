@@ -29,6 +29,14 @@ class ControlSettings(CommonSettings):
     control_command_timeout_s: float = Field(
         default=900.0, gt=0, description="a command not acknowledged by then times out (alarm)"
     )
+    control_stale_after_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="alarms and readings older than this hold the relay commands they cause until the "
+        "meter's facts have been quiet for MF_CONTROL_SETTLE_S (a billing catch-up or replay never "
+        "trips and restores a meter for a past arrears episode)",
+    )
+    control_settle_s: float = Field(default=5.0, ge=0, le=300, description="see MF_CONTROL_STALE_AFTER_S")
     control_parameter_models: str = Field(
         default="DDSY,DTSY,DSSY",
         description="meter model prefixes that keep prices and alarm limits (parameter download, C8); "

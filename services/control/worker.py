@@ -140,10 +140,16 @@ class ControlState:
         retry: RetryPolicy | None = None,
         end_offsets: EndOffsets | None = None,
         parameter_models: Sequence[str] = PARAMETER_MODELS,
+        stale_after_s: float | None = None,
+        settle_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``end_offsets`` reads the inputs' end offsets (None: never treat input as a replay);
-        meters whose model starts with one of ``parameter_models`` get parameter downloads."""
+        meters whose model starts with one of ``parameter_models`` get parameter downloads.
+        ``stale_after_s``: alarms and readings older than that (by ``clock``) hold the commands
+        they cause until the meter's stream has been quiet for ``settle_s`` (None: never)."""
         self.retry = retry or RetryPolicy()
+        self.stale_after_s, self.settle_s, self.clock = stale_after_s, settle_s, clock
         self.parameter_models = tuple(parameter_models)
         self.end_offsets = end_offsets
         self.codec = Codec()
@@ -165,6 +171,7 @@ class ControlState:
         self.held: dict[MeterKey, dict[str, CommandRequested]] = {}  # meter → channel → command
         self.parameter_books: dict[str, parameters.ParameterBook] = {}  # per project (C8)
         self.models: dict[MeterKey, str] = {}  # meter → model, for parameter downloads
+        self.settling: dict[MeterKey, float] = {}  # meter → when its stale facts' commands go out
         self.compacted_at = EPOCH
 
     # --- PartitionState -------------------------------------------------------------------
@@ -216,8 +223,15 @@ class ControlState:
         """Timeouts, retries and policy wake-ups due at ``now`` (epoch seconds); none in a replay."""
         out = self._settle(now)
         if not self.replaying:
-            out += self.due(datetime.fromtimestamp(now, UTC))
+            out += self._settled(now) + self.due(datetime.fromtimestamp(now, UTC))
         return self._encode(out)
+
+    def _settled(self, now: float) -> list[Event]:
+        """Commands held for stale facts of meters whose stream has been quiet long enough."""
+        ready = [key for key, at in self.settling.items() if at <= now]
+        for key in ready:
+            del self.settling[key]
+        return self._release(datetime.fromtimestamp(now, UTC), ready)
 
     def _encode(self, events: list[Event]) -> list[Outbound]:
         return [Outbound(e.TOPIC, e.key, self.codec.encode(e)) for e in events]
@@ -258,8 +272,21 @@ class ControlState:
             return []
         out: list[Event] = []
         for meter_id in meter_ids:
-            out += self._on_meter(self._meter(fact.project_id, meter_id), fact, hold)
+            stale = not hold and self._stale(fact, (fact.project_id, meter_id))
+            out += self._on_meter(self._meter(fact.project_id, meter_id), fact, hold or stale)
         return out
+
+    def _stale(self, fact: Event, key: MeterKey) -> bool:
+        """Whether ``fact`` is an old alarm or reading (billing or acquisition catching up after
+        an outage, or a billing replay): the commands it causes are held until the meter's stream
+        settles, so a raised-and-cleared pair from the past never trips and restores a meter."""
+        if self.stale_after_s is None or not isinstance(fact, AlarmRaised | AlarmCleared | ReadingRecorded):
+            return False
+        now = self.clock()
+        if fact.time.timestamp() >= now - self.stale_after_s:
+            return False
+        self.settling[key] = now + self.settle_s
+        return True
 
     def _parameters(self, fact: Event) -> list[Event]:
         """Parameter downloads (C8) to meters that keep prices and limits; tracked like any
@@ -378,13 +405,16 @@ class ControlState:
         if not done and time.monotonic() - self.last_historic < REPLAY_QUIET_S:
             return []
         self.replaying = False
-        out = self._release(datetime.fromtimestamp(now, UTC))
+        self.settling = {}
+        out = self._release(datetime.fromtimestamp(now, UTC), list(self.held))
         log.info("control: replay applied; %d held commands sent", len(out))
         return out
 
-    def _release(self, now: datetime) -> list[Event]:
+    def _release(self, now: datetime, keys: Sequence[MeterKey]) -> list[Event]:
+        """Send the held commands of ``keys`` that the meters' state still wants."""
         out: list[Event] = []
-        for key, by_channel in self.held.items():
+        for key in keys:
+            by_channel = self.held.pop(key, {})
             meter = self.meters[key]
             for command in by_channel.values():
                 if not _still_wanted(meter, command, now):
@@ -393,7 +423,6 @@ class ControlState:
                 meter.policy = policy.apply(meter.policy, command)
                 self._lifecycle(meter, command)
                 out.append(command)
-        self.held = {}
         return out
 
     # --- the clock --------------------------------------------------------------------------

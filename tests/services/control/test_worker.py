@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -320,3 +320,30 @@ def test_a_snapshot_is_the_state_when_taken_though_pickled_later() -> None:
     restored = ControlState(POLICY)
     restored.restore(0, later())
     assert restored.meters[(P, "m1")].policy.arrears and not state.meters[(P, "m1")].policy.arrears
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_old_alarms_hold_their_commands_until_the_meter_settles() -> None:
+    """Billing catching up (or replaying its log) re-derives past arrears episodes: a raised and
+    cleared pair from an hour ago must not trip and restore the meter; an old alarm still active
+    trips once the meter's facts have been quiet for ``settle_s``; a fresh alarm trips at once."""
+    clock = _Clock(T + timedelta(hours=1))
+    state = ControlState(POLICY, stale_after_s=120, settle_s=5, clock=clock)
+    state.fold(opened("a1", "m1", "m2"))
+    assert requests(state.fold(raised("a1", T, meters="m1"))) == []  # an hour old: held
+    assert requests(state.fold(cleared("a1", T + timedelta(minutes=2)))) == []
+    clock.now += 6
+    assert state.tick(clock.now) == []  # the episode ended in the past: nothing to do
+    assert state.fold(raised("a1", T + timedelta(minutes=3), meters="m2")) == []
+    assert state.tick(clock.now + 1) == []  # still settling
+    (trip,) = [e for e in CODEC.decode(state.tick(clock.now + 6)[0].value) if isinstance(e, CommandRequested)]
+    assert (trip.meter_id, trip.action) == ("m2", Action.TRIP)
+    fresh = raised("a1", datetime.fromtimestamp(clock.now + 6, UTC), meters="m1")
+    assert [(c.meter_id, c.action) for c in requests(state.fold(fresh))] == [("m1", Action.TRIP)]
