@@ -55,6 +55,14 @@ async def change(
             "Tariff change backdated",
         )
     effective = max(effective_from, now)
+    first = min(v.effective_from for v in views.tariffs[(project, body.tariff_id)].versions.values())
+    if first > effective:  # billing charges nothing before a tariff's first version
+        raise Problem(
+            422,
+            f"tariff {body.tariff_id!r} has no version in force at {effective.isoformat()} (its first "
+            f"takes effect at {first.isoformat()}): the use in between would not be charged",
+            "Tariff not yet in force",
+        )
     if views.tariff_at(account, effective) == body.tariff_id:
         raise Problem(
             422,

@@ -139,12 +139,16 @@ async def test_changes_are_checked_and_never_backdated(harness: Harness) -> None
     mine, other = f"pv-{run}", f"pw-{run}"
     for p in (mine, other):
         await seed(h, p)
+    later = tariff(mine, "t3").model_copy(update={"effective_from": datetime.now(UTC) + timedelta(days=1)})
     await h.publish(
-        tariff(mine, "t2"), tariff(other, "t9"),
+        tariff(mine, "t2"), tariff(other, "t9"), later,
         AccountOpened(project_id=other, subject_id="a5", account_id="a5", mode="prepaid", meter_ids=("m1",),
                       tariff_id="t1", holder="elsewhere", opened_by="test"),
     )  # fmt: skip
-    await h.until(lambda: ((mine, "t2") in h.views.tariffs and h.views.accounts.get((other, "a5"))) or None)
+    await h.until(
+        lambda: ((mine, "t3") in h.views.tariffs and (mine, "t2") in h.views.tariffs
+                 and h.views.accounts.get((other, "a5"))) or None
+    )  # fmt: skip
     _, op = await h.user(("operator",), (mine,))
     _, office = await h.user(("operator",), (mine, other))
     _, cashier = await h.user(("cashier",), (mine,))
@@ -161,6 +165,8 @@ async def test_changes_are_checked_and_never_backdated(harness: Harness) -> None
     past = now - BACKDATE_TOLERANCE - timedelta(minutes=5)
     backdated = assert_problem(await post({"tariff_id": "t2", "effective_from": past.isoformat()}), 422)
     assert "never backdated" in str(backdated["detail"])
+    early = assert_problem(await post({"tariff_id": "t3"}), 422)  # its first version starts tomorrow
+    assert "no version in force" in str(early["detail"])
 
     assert_problem(await post({"tariff_id": "t9"}, path="/accounts/a5/tariff-changes"), 404)  # not mine
     assert_problem(await h.client.get("/accounts/a5/tariff-changes", headers=op), 404)
