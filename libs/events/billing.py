@@ -241,6 +241,11 @@ class AlarmKind(StrEnum):
     COMMAND_TIMEOUT = "command_timeout"
 
 
+# Billing's consequences, on mf.ledger: re-derived on every replay, never causes of anything billing
+# or control decide — both skip them before validation (on mf.billing in logs older than mf.ledger).
+LEDGER_FACTS = (ChargeApplied, SettlementIssued, MeterFrozen, BalanceChanged)
+
+
 @event("billing.v1.alarm_raised", ALARMS.name)
 class AlarmRaised(Event):
     """An alarm started (subject: the account or meter it concerns)."""

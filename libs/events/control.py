@@ -75,6 +75,11 @@ class CommandAcknowledged(Event):
     confirmed_state: str | None = None
 
 
+# Failure reasons (prefixes of ``CommandFailed.reason``) that control retries until the command's
+# last attempt; any other failure ends the command at once. Notify judges "failed for good" by it.
+RETRIABLE_REASONS = ("no_reply", "bad_reply", "transport", "not_confirmed")
+
+
 @event("control.v1.command_failed", COMMANDS.name)
 class CommandFailed(Event):
     """A command attempt failed; ``will_retry`` says whether another attempt follows."""

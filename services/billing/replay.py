@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from libs.events.billing import BalanceChanged, ChargeApplied, MeterFrozen, SettlementIssued
+from libs.events.billing import LEDGER_FACTS, BalanceChanged
 from libs.events.codec import Codec
 from libs.events.topics import LEDGER
 from libs.stack.broker import high_watermarks, partition_counts
@@ -44,7 +44,7 @@ class ReplayResult:
         }
 
 
-NOT_BALANCES = frozenset(cls.TYPE for cls in (ChargeApplied, MeterFrozen, SettlementIssued))
+NOT_BALANCES = frozenset(cls.TYPE for cls in LEDGER_FACTS if cls is not BalanceChanged)
 
 
 async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> ReplayResult:

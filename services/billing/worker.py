@@ -11,8 +11,8 @@ Facts from different topics interleave in whatever order the consumer fetches th
 replay differs from the live order. So that the books come out the same either way, a reading
 waits (in order, per meter) until its meter is registered, assigned to an account and every
 tariff of that account is known, and a money fact or a tariff change waits until its account is
-opened. The domain
-charges by event time, so a reading applied late gives the same charge as one applied at once.
+opened. The domain charges by event time, so a reading applied late gives the same charge as one
+applied at once.
 """
 
 from __future__ import annotations
@@ -24,13 +24,10 @@ from collections.abc import Callable, Sequence
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event
 from libs.events.billing import (
+    LEDGER_FACTS,
     AccountOpened,
     AccountTariffChanged,
     AlarmThresholdsSet,
-    BalanceChanged,
-    ChargeApplied,
-    MeterFrozen,
-    SettlementIssued,
     TariffPublished,
 )
 from libs.events.codec import Codec, pack_events
@@ -46,7 +43,7 @@ MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact 
 
 # Billing's own outputs (on mf.ledger, which billing does not read; on mf.billing in logs written
 # before that topic existed): consequences, never causes — skipped before validation.
-OWN_OUTPUTS = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
+OWN_OUTPUTS = frozenset(cls.TYPE for cls in LEDGER_FACTS)
 ACCOUNT_FACTS = (*MONEY, AccountTariffChanged)  # wait, in order, until their account is opened
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)

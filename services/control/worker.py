@@ -48,20 +48,18 @@ from datetime import UTC, datetime, timedelta
 from libs.events.acquisition import MeterRegistered, ReadingRecorded
 from libs.events.base import Event, event_id_for
 from libs.events.billing import (
+    LEDGER_FACTS,
     AccountOpened,
     AccountTariffChanged,
     AlarmCleared,
     AlarmKind,
     AlarmRaised,
     AlarmThresholdsSet,
-    BalanceChanged,
-    ChargeApplied,
-    MeterFrozen,
-    SettlementIssued,
     TariffPublished,
 )
 from libs.events.codec import Codec
 from libs.events.control import (
+    RETRIABLE_REASONS,
     Action,
     BatchRequested,
     CommandAcknowledged,
@@ -86,12 +84,12 @@ INPUTS = (
 # parameter downloads. DDSY / DTSY / DSSY: single-phase, three-phase four-wire and three-wire
 # prepaid electricity meters (GB/T 17215 model codes). Remote-prepaid meters need none.
 PARAMETER_MODELS = ("DDSY", "DTSY", "DSSY")
-RETRIABLE = ("no_reply", "bad_reply", "transport", "not_confirmed")
+RETRIABLE = RETRIABLE_REASONS
 LIFECYCLE = (CommandRequested, CommandSent, CommandAcknowledged, CommandFailed, CommandTimedOut)
 POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRequested, OperatorFact)
 # Billing's per-reading consequences (mf.ledger, not an input; mf.billing in older logs): skipped
 # before validation (thousands a second on a busy site).
-UNUSED = frozenset(cls.TYPE for cls in (BalanceChanged, ChargeApplied, SettlementIssued, MeterFrozen))
+UNUSED = frozenset(cls.TYPE for cls in LEDGER_FACTS)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPLAY_QUIET_S = 5.0
 SNAPSHOT_VERSION = 3  # bump when the state's shape changes: older snapshots are rebuilt from the log

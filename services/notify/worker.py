@@ -46,7 +46,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from libs.events.base import Event
 from libs.events.billing import AccountOpened, AlarmCleared, AlarmKind, AlarmRaised, BalanceChanged
 from libs.events.codec import Codec
-from libs.events.control import Action, CommandAcknowledged, CommandFailed, CommandRequested
+from libs.events.control import (
+    RETRIABLE_REASONS,
+    Action,
+    CommandAcknowledged,
+    CommandFailed,
+    CommandRequested,
+)
 from libs.events.notify import NotificationRequested, SubscriptionSet
 from libs.events.topics import ALARMS, BILLING, COMMANDS, LEDGER, NOTIFICATIONS
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
@@ -60,9 +66,7 @@ MAX_REMEMBERED = 200_000  # emitted request ids kept for idempotency
 SNAPSHOT_VERSION = 2  # bump when the directory's shape changes: older snapshots are rebuilt from the log
 _TEMPLATE_NAMES = frozenset(t.value for t in Template)
 _BALANCE_ALARMS = frozenset({AlarmKind.BALANCE_LEVEL1, AlarmKind.BALANCE_LEVEL2, AlarmKind.ARREARS})
-RETRIED_REASONS = ("no_reply", "bad_reply", "transport", "not_confirmed")
-"""Failure reasons control retries until its last attempt (``RETRIABLE`` of
-services/control/worker.py; a test holds the two equal); any other failure ends a command."""
+RETRIED_REASONS = RETRIABLE_REASONS  # control's rule (libs/events/control.py), shared
 Answer = AlarmRaised | AlarmCleared | BalanceChanged | CommandAcknowledged | CommandFailed
 Key = tuple[str, str]  # (project id, id): account, meter and command ids are unique per project
 

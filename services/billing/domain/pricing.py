@@ -156,21 +156,22 @@ def templates(book: TariffBook, delta: Delta) -> tuple[Template, ...] | None:
     version = book.at(delta.start)
     if version is None or isinstance(version.body, Tiered):
         return None
-    body = version.body
     probe = Segment(
         delta.start, delta.end, {Rate.TOTAL: Decimal(1), **dict.fromkeys(delta.by_rate, Decimal(1))}
+    )  # one unit of every register: each line's units are its scale
+    return tuple(
+        # a TOU band prices the total when the meter reads no rates of its own
+        (
+            version.version,
+            category,
+            component,
+            rate,
+            rate if rate in delta.by_rate else Rate.TOTAL,
+            scale,
+            price,
+        )
+        for category, component, rate, _, scale, price in _segment_lines(version, probe, {})
     )
-    plains = (
-        [(s.tariff, s.ratio, s.category) for s in body.shares]
-        if isinstance(body, Proportional)
-        else [(body, Decimal(1), "")]
-    )
-    out: list[Template] = []
-    for plain, scale, category in plains:
-        for category_, component, rate, _, unit_scale, price in _plain_lines(plain, probe, scale, category):
-            source = rate if rate in delta.by_rate else Rate.TOTAL  # a TOU band prices the total
-            out.append((version.version, category_, component, rate, source, unit_scale, price))
-    return tuple(out)
 
 
 def price_delta(

@@ -72,9 +72,8 @@ class ParameterBook:
     tariffs: dict[str, TariffPublished] = field(default_factory=dict)
     accounts: dict[str, AccountOpened] = field(default_factory=dict)
     thresholds: dict[str, AlarmThresholdsSet] = field(default_factory=dict)  # account id, or "" (project)
-    changes: dict[str, AccountTariffChanged] = field(
-        default_factory=dict
-    )  # account → the change effective last
+    # account → its tariff change effective last
+    changes: dict[str, AccountTariffChanged] = field(default_factory=dict)
     requested: dict[str, dict[str, str]] = field(default_factory=dict)  # meter → last set asked for
     seen: frozenset[str] = frozenset()
 
