@@ -22,6 +22,11 @@ each command). Rules of the loop around them:
   ``command_timeout`` alarm), due retries, and the policy's own wake-ups (restore delays,
   schedule boundaries, socket resets). Policy wake-ups are decided *at the wake moment*, not at
   the wall clock, so their command ids — derived from that moment — are the same on a replay.
+- **Abandonments**: a command that ends unacknowledged (last attempt failed or timed out, a reason
+  not retried, its deadline, superseded) is published once as ``CommandAbandoned``, right after
+  the fact that ended it: other services learn the end from it, not from the retry rule. Ends
+  met while folding a replay are held like commands; at the replay's end those the log lacks are
+  sent (on the first start after an upgrade: the retained history's, stamped with their old time).
 - Fact-driven decisions happen at ``max(meter clock, fact time)``; command ids derive from the
   causing fact's id, so redelivery and replay re-produce the same ids.
 - **Replay holds decisions.** After a restore the processor replays the log from the snapshot's
@@ -62,6 +67,7 @@ from libs.events.control import (
     RETRIABLE_REASONS,
     Action,
     BatchRequested,
+    CommandAbandoned,
     CommandAcknowledged,
     CommandFailed,
     CommandRequested,
@@ -85,14 +91,16 @@ INPUTS = (
 # prepaid electricity meters (GB/T 17215 model codes). Remote-prepaid meters need none.
 PARAMETER_MODELS = ("DDSY", "DTSY", "DSSY")
 RETRIABLE = RETRIABLE_REASONS
-LIFECYCLE = (CommandRequested, CommandSent, CommandAcknowledged, CommandFailed, CommandTimedOut)
+LIFECYCLE = (
+    CommandRequested, CommandSent, CommandAcknowledged, CommandFailed, CommandTimedOut, CommandAbandoned,
+)  # fmt: skip
 POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRequested, OperatorFact)
 # Billing's per-reading consequences (mf.ledger, not an input; mf.billing in older logs): skipped
 # before validation (thousands a second on a busy site).
 UNUSED = frozenset(cls.TYPE for cls in LEDGER_FACTS)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPLAY_QUIET_S = 5.0
-SNAPSHOT_VERSION = 3  # bump when the state's shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 5  # bump when the state's shape changes: older snapshots are rebuilt from the log
 COMPACT_EVERY = timedelta(minutes=10)  # how often the command index drops forgotten commands
 MAX_WAKES_PER_TICK = 1000  # per meter: a schedule far behind catches up over several ticks
 
@@ -171,6 +179,7 @@ class ControlState:
         self.models: dict[MeterKey, str] = {}  # meter → model, for parameter downloads
         self.settling: dict[MeterKey, float] = {}  # meter → when its stale facts' commands go out
         self.compacted_at = EPOCH
+        self.touched: set[MeterKey] = set()  # meters with a command ended unreported by this fact
 
     # --- PartitionState -------------------------------------------------------------------
     def restore(self, partition: int, blob: bytes | None) -> None:
@@ -221,7 +230,8 @@ class ControlState:
         """Timeouts, retries and policy wake-ups due at ``now`` (epoch seconds); none in a replay."""
         out = self._settle(now)
         if not self.replaying:
-            out += self._settled(now) + self.due(datetime.fromtimestamp(now, UTC))
+            at = datetime.fromtimestamp(now, UTC)
+            out += self._settled(now) + self.due(at) + self._parameters_due(at)
         return self._encode(out)
 
     def _settled(self, now: float) -> list[Event]:
@@ -232,6 +242,7 @@ class ControlState:
         return self._release(datetime.fromtimestamp(now, UTC), ready)
 
     def _encode(self, events: list[Event]) -> list[Outbound]:
+        events = events + self._abandoned()  # ended by held commands released, parameters due …
         return [Outbound(e.TOPIC, e.key, self.codec.encode(e)) for e in events]
 
     # --- the fold ---------------------------------------------------------------------------
@@ -239,7 +250,8 @@ class ControlState:
         """Apply one fact; return the facts it causes (already applied to the state).
 
         ``hold``: the fact is historic (a replay): commands it causes are held, not returned."""
-        return self._parameters(fact) + self._fold(fact, hold)
+        out = self._parameters(fact) + self._fold(fact, hold)
+        return out + self._abandoned(hold)
 
     def _fold(self, fact: Event, hold: bool) -> list[Event]:
         if isinstance(fact, AccountOpened):
@@ -293,7 +305,8 @@ class ControlState:
         if isinstance(fact, MeterRegistered):  # its model may arrive after its account: catch up
             self.models[(fact.project_id, fact.meter_id)] = fact.model
             owners = [a for a in book.accounts.values() if fact.meter_id in a.meter_ids]
-            found = [parameters.download(book, a.account_id, fact.meter_id, fact, fact.time) for a in owners]
+            now = max(fact.time, book.clock)
+            found = [parameters.download(book, a.account_id, fact.meter_id, fact, now) for a in owners]
             candidates = [c for c in found if c is not None]
         elif isinstance(
             fact,
@@ -302,12 +315,22 @@ class ControlState:
             candidates = parameters.decide(book, fact, fact.time)
         else:
             return []
+        return self._download(parameters.apply(book, fact), candidates)
+
+    def _parameters_due(self, now: datetime) -> list[Event]:
+        """Downloads of prices whose effective time has come (recorded ahead of it)."""
+        out: list[Event] = []
+        for book in list(self.parameter_books.values()):
+            if book.next_edge is not None and book.next_edge <= now:
+                out += self._download(*parameters.due(book, now))
+        return out
+
+    def _download(self, book: parameters.ParameterBook, candidates: list[CommandRequested]) -> list[Event]:
         wanted = [c for c in candidates if self._keeps_parameters(c.project_id, c.meter_id)]
-        book = parameters.apply(book, fact)
         for command in wanted:
             book = parameters.apply(book, command)
             self._lifecycle(self._meter(command.project_id, command.meter_id), command)
-        self.parameter_books[fact.project_id] = book
+        self.parameter_books[book.project_id] = book
         return list(wanted)
 
     def _keeps_parameters(self, project_id: str, meter_id: str) -> bool:
@@ -347,6 +370,21 @@ class ControlState:
         if isinstance(fact, CommandRequested):
             self.index.setdefault(fact.command_id, (fact.project_id, fact.meter_id))
             self.active.add((fact.project_id, fact.meter_id))
+        if meter.commands.unreported:
+            self.touched.add((meter.commands.project_id, meter.commands.meter_id))
+
+    def _abandoned(self, hold: bool = False, keys: Sequence[MeterKey] | None = None) -> list[Event]:
+        """``CommandAbandoned`` for the commands the last facts ended unacknowledged (of the meters
+        ``keys``, else those just touched), applied. None while ``hold``: a replayed log may hold
+        them further on; the replay's end sends those it lacks (:meth:`_settle`)."""
+        touched, self.touched = self.touched, set()
+        out: list[Event] = []
+        for key in touched if keys is None else keys:
+            meter = self.meters[key]
+            for fact in [] if hold else lifecycle.abandonments(meter.commands):
+                meter.commands = lifecycle.apply(meter.commands, fact)
+                out.append(fact)
+        return out
 
     def _translate(self, fact: Event) -> Event:
         """Sender facts of an attempt → facts of its command; failures re-judged by reason."""
@@ -406,6 +444,7 @@ class ControlState:
         self.settling = {}
         out = self._release(datetime.fromtimestamp(now, UTC), list(self.held))
         log.info("control: replay applied; %d held commands sent", len(out))
+        out += self._abandoned(keys=list(self.meters))  # the ends the log lacks (or predates)
         return out
 
     def _release(self, now: datetime, keys: Sequence[MeterKey]) -> list[Event]:
@@ -448,6 +487,7 @@ class ControlState:
                     out += self._retry(view, now)
             if all(v.status in ENDED for v in meter.commands.commands.values()):
                 self.active.discard(key)
+        out += self._abandoned()
         if now - self.compacted_at >= COMPACT_EVERY:
             self.compact()
             self.compacted_at = now

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from libs.events import AccountOpened, AccountTariffChanged, TariffPublished
 from libs.events.billing import AlarmThresholdsSet, BillingMode
-from services.control.domain.parameters import ParameterBook, apply, decide, prices
+from services.control.domain.parameters import ParameterBook, apply, decide, due, prices
 from tests.services.control.helpers import P, at, env
 
 T = at(2024, 1, 1)
@@ -21,7 +21,7 @@ def account(aid="a1", meters=("m1", "m2"), tid="t1"):
 
 
 def step(book, fact):
-    commands = decide(book, fact, T)
+    commands = decide(book, fact, fact.time)
     book = apply(book, fact)
     for c in commands:
         book = apply(book, c)
@@ -95,3 +95,51 @@ def test_a_tariff_change_downloads_the_new_tariffs_prices_whatever_the_order() -
     for fact in (change("t2", 1, 1), account(), cheap, dear):
         other, commands = step(other, fact)
     assert [c.params["price.total"] for c in commands] == ["80", "80"]
+
+
+def test_prices_recorded_ahead_of_their_time_are_downloaded_when_they_take_effect() -> None:
+    """A new version published today for next month, and a tariff change recorded ahead: the
+    meter keeps deducting today's prices until each takes effect (billing charges so too)."""
+    book = ParameterBook(P)
+    for fact in (
+        tariff({"kind": "single", "price_fen": "50"}),
+        tariff({"kind": "single", "price_fen": "80"}, tid="t2"),
+    ):
+        book, _ = step(book, fact)
+    book, opened = step(book, account())
+    assert [c.params["price.total"] for c in opened] == ["50", "50"]
+    book, nothing = due(book, T + timedelta(hours=1))  # the service's clock: what took effect is held
+    assert nothing == [] and book.next_edge is None
+    rise_at, move_at = T + timedelta(days=31), T + timedelta(days=60)
+    rise = TariffPublished(**env(T + timedelta(days=1), "t1"), tariff_id="t1", version=2, name="t",
+                           effective_from=rise_at, definition={"kind": "single", "price_fen": "55"})  # fmt: skip
+    book, early = step(book, rise)
+    assert early == [] and book.next_edge == rise_at
+    move = AccountTariffChanged(**env(T + timedelta(days=2), "a1"), account_id="a1", tariff_id="t2",
+                                effective_from=move_at, operator_id="op-2")  # fmt: skip
+    book, early = step(book, move)
+    assert early == []
+    book, none_yet = due(book, rise_at - timedelta(seconds=1))
+    assert none_yet == [] and book.next_edge == rise_at
+    book, risen = due(book, rise_at)
+    assert [(c.meter_id, c.params["price.total"], c.causation_id) for c in risen] == [
+        ("m1", "55", rise.event_id), ("m2", "55", rise.event_id),
+    ]  # fmt: skip
+    for c in risen:
+        book = apply(book, c)
+    assert book.next_edge == move_at
+    book, again = due(book, rise_at + timedelta(hours=1))
+    assert again == []  # each instant once
+    book, moved = due(book, move_at + timedelta(days=3))  # the service was down at the instant
+    assert [c.params["price.total"] for c in moved] == ["80", "80"] and book.next_edge is None
+    # the same facts folded after both instants (a late delivery or a replay): the same ids
+    late = ParameterBook(P)
+    for fact in (
+        tariff({"kind": "single", "price_fen": "50"}),
+        tariff({"kind": "single", "price_fen": "80"}, tid="t2"),
+        account(),
+    ):
+        late, _ = step(late, fact)
+    late, _ = due(late, T)
+    late, risen_late = step(late, rise.model_copy(update={"time": rise_at + timedelta(days=1)}))
+    assert [c.command_id for c in risen_late] == [c.command_id for c in risen]

@@ -347,3 +347,23 @@ def test_old_alarms_hold_their_commands_until_the_meter_settles() -> None:
     assert (trip.meter_id, trip.action) == ("m2", Action.TRIP)
     fresh = raised("a1", datetime.fromtimestamp(clock.now + 6, UTC), meters="m1")
     assert [(c.meter_id, c.action) for c in requests(state.fold(fresh))] == [("m1", Action.TRIP)]
+
+
+def test_prices_published_ahead_go_to_the_meters_on_the_tick_after_they_take_effect() -> None:
+    state = ControlState(POLICY)
+    state.fold(registered("m1", "DDSY1352"))
+    state.fold(tariff(1, TOU))
+    assert len(requests(state.fold(opened("a1", "m1")))) == 1
+    effective = T + timedelta(days=30)
+    dearer = {**TOU, "prices": {"peak": "60", "valley": "30"}}
+    ahead = TariffPublished(**env(T + timedelta(hours=1), "t1", event_id="t1-v2"), tariff_id="t1", version=2,
+                            name="t1", effective_from=effective, definition=dearer)  # fmt: skip
+    assert requests(state.fold(ahead)) == []
+
+    def downloads(now: datetime) -> list[CommandRequested]:  # the first download timed out meanwhile
+        return requests([e for out in state.tick(now.timestamp()) for e in CODEC.decode(out.value)])
+
+    assert downloads(effective - timedelta(minutes=1)) == []
+    (command,) = downloads(effective)
+    assert command.meter_id == "m1" and command.params["price.peak"] == "60"
+    assert downloads(effective + timedelta(minutes=1)) == []
