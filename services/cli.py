@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from libs.partitions import PartitionsSettingError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("libs.stack.dev", "start the embedded stack (Tansu broker, chDB store, services)"),
@@ -52,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, text = COMMANDS[name]
     try:
         module = importlib.import_module(module_name)
+    except PartitionsSettingError as exc:  # the topic catalogue is built at import
+        print(f"meterflow {name}: {exc}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise

@@ -6,12 +6,20 @@ which the embedded broker does not perform (shared/BROKER-NOTES.md). The archive
 is the long-term copy and the restore source.
 
 Partition counts set the ceiling of consumer parallelism per topic; keys keep one subject's
-events ordered on one partition.
+events ordered on one partition. ``MF_PARTITIONS_MAX`` (read once, at import) caps every topic's
+count for a deployment: the embedded stack runs with 1 (`meterflow dev` sets it for itself and
+its services), because the embedded broker's cost per fetch grows with the partitions a fetch
+names and, for each partition that returns data, with the batches that partition holds
+(docs/architecture.md); one replica per service needs no more. Every process of a deployment
+must see the same value; unset or 0 keeps the counts below (production Kafka or Redpanda).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
+
+from libs.partitions import partitions_max
 
 FOREVER = -1
 DAY_MS = 24 * 3600 * 1000
@@ -34,39 +42,57 @@ class Topic:
         return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
 
 
-REGISTRY_TOPIC = Topic(
-    "mf.registry",
-    6,
-    "meter or concentrator id",
-    "topology: meters and concentrators registered, updated, replaced",
+PARTITIONS_MAX = partitions_max(os.environ.get("MF_PARTITIONS_MAX"))
+
+
+def capped(topic: Topic, cap: int = PARTITIONS_MAX) -> Topic:
+    """``topic`` with at most ``cap`` partitions (unchanged when ``cap`` is 0)."""
+    return replace(topic, partitions=min(topic.partitions, cap)) if cap else topic
+
+
+REGISTRY_TOPIC = capped(
+    Topic(
+        "mf.registry",
+        6,
+        "meter or concentrator id",
+        "topology: meters and concentrators registered, updated, replaced",
+    )
 )
-READINGS = Topic(
-    "mf.readings", 12, "meter id", "readings (single and batched) and failed reads", retention_ms=FOREVER
+READINGS = capped(
+    Topic(
+        "mf.readings", 12, "meter id", "readings (single and batched) and failed reads", retention_ms=FOREVER
+    )
 )
-COMM = Topic("mf.comm", 6, "meter or concentrator id", "online / lost-contact / route switches")
-TARIFFS = Topic("mf.tariffs", 1, "tariff id", "tariff versions as published")
-BILLING = Topic("mf.billing", 6, "account id", "accounts, money movements, tariff changes, alarm thresholds")
+COMM = capped(Topic("mf.comm", 6, "meter or concentrator id", "online / lost-contact / route switches"))
+TARIFFS = capped(Topic("mf.tariffs", 1, "tariff id", "tariff versions as published"))
+BILLING = capped(
+    Topic("mf.billing", 6, "account id", "accounts, money movements, tariff changes, alarm thresholds")
+)
 # Billing's consequences, apart from its causes: billing never reads them back (two or more per
 # reading), and consumers that only need causes (control) never fetch them.
-LEDGER = Topic("mf.ledger", 6, "account id", "charges, balance changes, postpaid bills, freezes")
-ALARMS = Topic("mf.alarms", 6, "subject id (account or meter)", "alarms raised and cleared")
-COMMANDS = Topic("mf.commands", 6, "meter id", "relay / valve / parameter command lifecycle")
-CONTROL = Topic(
-    "mf.control",
-    6,
-    "meter id (batch id for batches)",
-    "operator control facts: forced state, keep-power, limits, schedules, batches",
+LEDGER = capped(Topic("mf.ledger", 6, "account id", "charges, balance changes, postpaid bills, freezes"))
+ALARMS = capped(Topic("mf.alarms", 6, "subject id (account or meter)", "alarms raised and cleared"))
+COMMANDS = capped(Topic("mf.commands", 6, "meter id", "relay / valve / parameter command lifecycle"))
+CONTROL = capped(
+    Topic(
+        "mf.control",
+        6,
+        "meter id (batch id for batches)",
+        "operator control facts: forced state, keep-power, limits, schedules, batches",
+    )
 )
-NOTIFICATIONS = Topic(
-    "mf.notifications",
-    3,
-    "recipient",
-    "notifications requested, delivered, failed",
-    retention_ms=180 * DAY_MS,
+NOTIFICATIONS = capped(
+    Topic(
+        "mf.notifications",
+        3,
+        "recipient",
+        "notifications requested, delivered, failed",
+        retention_ms=180 * DAY_MS,
+    )
 )
-IAM = Topic("mf.iam", 1, "project, user or API key id", "projects, users, roles, API keys, logins")
-DEAD_LETTER = Topic(
-    "mf.dead-letter", 1, "original key", "messages a consumer could not process after retries"
+IAM = capped(Topic("mf.iam", 1, "project, user or API key id", "projects, users, roles, API keys, logins"))
+DEAD_LETTER = capped(
+    Topic("mf.dead-letter", 1, "original key", "messages a consumer could not process after retries")
 )
 
 CATALOGUE: tuple[Topic, ...] = (

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from libs.events.topics import CATALOGUE
+from libs.events.topics import CATALOGUE, PARTITIONS_MAX
 from libs.settings import CommonSettings, ConfigError, load
 from libs.stack.archive import Archiver, restore
 from libs.stack.broker import BrokerError, EmbeddedBroker, check_reachable, ensure_topics
@@ -40,6 +40,8 @@ from services.api.analytics.sink import Sink
 
 log = logging.getLogger("meterflow.dev")
 STACK_FILE = "stack.json"
+LAYOUT_FILE = "layout.json"  # the partition cap the archived topics were created with
+EMBEDDED_PARTITIONS_MAX = 1  # the embedded broker's fetch cost grows with partitions (topics.py)
 
 
 class DevSettings(CommonSettings):
@@ -52,6 +54,11 @@ class DevSettings(CommonSettings):
         default=None, ge=1, le=65535, description="embedded Tansu port; unset = free"
     )
     simulate: bool = Field(default=True, description="start the simulated site of meters")
+    partitions_max: int | None = Field(
+        default=None,
+        ge=0,
+        description="cap on every topic's partitions (libs/events/topics.py); unset = 1 for the embedded broker",
+    )
     clickhouse_http_port: int = Field(
         default=0, ge=0, le=65535, description="port of the chDB store's ClickHouse HTTP interface; 0 = free"
     )
@@ -193,6 +200,8 @@ class Stack:
         else:
             await asyncio.to_thread(check_reachable, self.bootstrap)
         await asyncio.to_thread(ensure_topics, self.bootstrap, CATALOGUE)
+        if self.settings.embedded_broker:
+            (self.state_dir / LAYOUT_FILE).write_text(json.dumps({"partitions_max": PARTITIONS_MAX}))
         self.client = await asyncio.to_thread(open_client, self.settings.clickhouse_target)
         await asyncio.to_thread(migrate, self.client)
         report = await restore(self.bootstrap, self.client)
@@ -250,7 +259,12 @@ class Stack:
         return path
 
     async def _spawn(self, spec: ServiceSpec) -> Service:
-        env = dict(os.environ, MF_KAFKA_BOOTSTRAP=self.bootstrap, PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            MF_KAFKA_BOOTSTRAP=self.bootstrap,
+            MF_PARTITIONS_MAX=str(PARTITIONS_MAX),  # the topics' layout, as this process sees it
+            PYTHONUNBUFFERED="1",
+        )
         if not self.settings.clickhouse_dsn:
             env.pop("MF_CLICKHOUSE_DSN", None)
             if self.chproxy is not None:
@@ -377,5 +391,30 @@ def run(args: argparse.Namespace) -> int:
     if args.check_config:
         print(f"configuration ok: {settings.model_dump_json()}")
         return 0
+    layout = partition_layout(settings)
+    if layout != PARTITIONS_MAX:  # the topic catalogue was built at import: start again with it
+        os.environ["MF_PARTITIONS_MAX"] = str(layout)
+        rest = sys.argv[sys.argv.index("dev") + 1 :] if "dev" in sys.argv else []
+        os.execv(sys.executable, [sys.executable, "-m", "services.cli", "dev", *rest])
     setup_logging(settings.log_level)
     return asyncio.run(serve(settings))
+
+
+def partition_layout(settings: DevSettings) -> int:
+    """The partition cap of this stack's topics (``MF_PARTITIONS_MAX``, libs/events/topics.py).
+
+    With an external broker: as configured. With the embedded one: the cap its archived topics
+    were created with (``layout.json`` in the state directory: restoring needs the same
+    partitions); for a new state directory the configured value, else 1; for an archive written
+    before the layout was recorded, no cap (the counts of the catalogue it was written with)."""
+    if not settings.embedded_broker:
+        return settings.partitions_max or 0
+    recorded = settings.state_dir / LAYOUT_FILE
+    if recorded.exists():
+        return int(json.loads(recorded.read_text())["partitions_max"])
+    if settings.partitions_max is not None:
+        return settings.partitions_max
+    store = settings.state_dir / "clickhouse"
+    if settings.clickhouse_dsn is None and store.is_dir() and any(store.iterdir()):
+        return 0
+    return EMBEDDED_PARTITIONS_MAX

@@ -17,8 +17,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from libs.events import CATALOGUE, REGISTRY, Codec, new_event_id
-from libs.stack.broker import free_port
-from libs.stack.dev import SERVICES, _exists
+from libs.stack.broker import free_port, partition_counts
+from libs.stack.dev import SERVICES, DevSettings, _exists, partition_layout
 from tests.events.strategies import sample
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,8 @@ async def _produce(bootstrap: str, n_rounds: int) -> int:
 async def _snapshot(bootstrap: str) -> dict[tuple[str, int], list[tuple[int, bytes | None, bytes]]]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    tps = [TopicPartition(t.name, p) for t in CATALOGUE for p in range(t.partitions)]
+    counts = partition_counts(bootstrap, [t.name for t in CATALOGUE])  # the stack's layout
+    tps = [TopicPartition(name, p) for name, n in counts.items() for p in range(n)]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     out: dict[tuple[str, int], list[tuple[int, bytes | None, bytes]]] = {
@@ -114,6 +115,9 @@ def test_stop_and_restart_finds_every_event_again_in_order_once(stack_env: dict[
     sent = asyncio.run(_produce(str(info["bootstrap"]), 20))
     before = asyncio.run(_snapshot(str(info["bootstrap"])))
     assert sum(len(v) for v in before.values()) == sent
+    # the embedded layout: one partition a topic (the test process itself uses the full counts)
+    assert set(partition_counts(str(info["bootstrap"]), [t.name for t in CATALOGUE]).values()) == {1}
+    assert json.loads((stack.state / "layout.json").read_text()) == {"partitions_max": 1}
 
     status = subprocess.run(
         [*CLI, "status", "--json"], env=stack_env, capture_output=True, text=True, timeout=60
@@ -166,6 +170,7 @@ def _run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
         ({"MF_HTTP_PORT": "eighty"}, "MF_HTTP_PORT"),
         ({"MF_LOG_LEVEL": "LOUD"}, "MF_LOG_LEVEL"),
         ({"MF_SERVICES": "billing,payroll"}, "MF_SERVICES"),
+        ({"MF_PARTITIONS_MAX": "two"}, "MF_PARTITIONS_MAX"),
     ],
 )
 def test_bad_configuration_fails_fast_naming_the_setting(
@@ -232,3 +237,18 @@ def test_make_run_brings_up_every_service_and_readings_reach_billing(tmp_path: P
     assert "stopped;" in out
     for name in expected & set(PORTS):  # the banner says where each service answers
         assert f"http://127.0.0.1:{env[PORTS[name]]}/" in out, name
+
+
+def test_the_partition_layout_follows_the_archive(tmp_path: Path) -> None:
+    def layout(**settings: object) -> int:
+        return partition_layout(DevSettings(state_dir=tmp_path, **settings))  # type: ignore[arg-type]
+
+    assert layout() == 1  # a new embedded stack: one partition a topic
+    assert layout(partitions_max=3) == 3  # as configured
+    (tmp_path / "clickhouse").mkdir()
+    (tmp_path / "clickhouse" / "data").write_text("")
+    assert layout() == 0  # an archive from before layouts were recorded: the catalogue's counts
+    (tmp_path / "layout.json").write_text(json.dumps({"partitions_max": 1}))
+    assert layout(partitions_max=0) == 1  # the archive's layout wins: restoring needs the same partitions
+    assert layout(partitions_max=4, kafka_bootstrap="127.0.0.1:9092") == 4  # external broker: as set
+    assert layout(kafka_bootstrap="127.0.0.1:9092") == 0
