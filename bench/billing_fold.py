@@ -10,6 +10,7 @@ Then, with the worker caught up, the latency phase: readings at a steady rate (d
 packed per partition every 50 ms as the acquisition outbox does) for a few seconds, and the time
 from sending each reading to receiving the ``BalanceChanged`` it caused (matched by causation id)
 — p50 / p99 / max.
+Topics have the embedded stack's layout (``MF_PARTITIONS_MAX=1`` unless set, as `meterflow dev`).
 Run: `make bench` or `.venv/bin/python bench/billing_fold.py [--accounts A --hours H]`.
 """
 
@@ -30,8 +31,9 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from libs.events import BalanceChanged, Codec, Rate, ReadingRecorded, pack_readings
-from libs.events.topics import CATALOGUE, LEDGER, READINGS
+from libs.events.topics import CATALOGUE, LEDGER, PARTITIONS_MAX, READINGS
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
+from libs.stack.dev import EMBEDDED_PARTITIONS_MAX
 from services.billing.domain import oracle
 from services.billing.replay import replay
 from services.billing.testing import live_balances, scenario
@@ -136,12 +138,15 @@ def main() -> None:
         reference, stream = scenario("bench", args.accounts, args.hours, seed=1)
         n = asyncio.run(publish(broker.bootstrap, reference, stream))
         facts = len(reference) + len(stream)
-        print(f"== billing fold: {args.accounts} accounts, {n:,} readings, {facts:,} facts in all")
+        layout = "catalogue" if not PARTITIONS_MAX else f"<= {PARTITIONS_MAX}"
+        print(f"== billing fold: {args.accounts} accounts, {n:,} readings, {facts:,} facts in all, "
+              f"partitions per topic {layout} (MF_PARTITIONS_MAX)")  # fmt: skip
         port = free_port()
         with tempfile.TemporaryDirectory() as state:
             env = {k: v for k, v in os.environ.items() if not k.startswith("MF_")}
             env.update(MF_KAFKA_BOOTSTRAP=broker.bootstrap, MF_STATE_DIR=state, MF_BILLING_HTTP_PORT=str(port),
-                       MF_BILLING_FAUST_PORT=str(free_port()), MF_BILLING_BATCH_SIZE="20000")  # fmt: skip
+                       MF_BILLING_FAUST_PORT=str(free_port()), MF_BILLING_BATCH_SIZE="20000",
+                       MF_PARTITIONS_MAX=str(PARTITIONS_MAX))  # fmt: skip
             worker = subprocess.Popen([sys.executable, "-m", "services.cli", "billing"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             try:
@@ -199,4 +204,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if "MF_PARTITIONS_MAX" not in os.environ:  # the embedded stack's layout, as `meterflow dev` runs it
+        os.environ["MF_PARTITIONS_MAX"] = str(EMBEDDED_PARTITIONS_MAX)
+        os.execv(
+            sys.executable, [sys.executable, __file__, *sys.argv[1:]]
+        )  # the catalogue is built at import
     main()

@@ -9,7 +9,9 @@ publishes a recharge and times the restore (close) the same way. Meanwhile a bac
 of readings for other accounts flows through billing and control: every background meter reads
 once a second, published every 50 ms packed per partition as acquisition's outbox does. The
 target profile runs once per background rate (default 200, 1,000 and 2,000 readings/s), so the
-print shows where the machine saturates. Each run starts a fresh broker: the embedded broker's
+print shows where the machine saturates. Topics have the embedded stack's layout, one partition
+each (``MF_PARTITIONS_MAX=1``, as `meterflow dev` runs; set ``MF_PARTITIONS_MAX=0`` for the
+catalogue's production counts). Each run starts a fresh broker: the embedded broker's
 CPU per fetch grows with the batches it holds, so figures taken minutes into a run are worse (see
 docs/architecture.md, "The embedded broker's fetch cost").
 
@@ -63,7 +65,7 @@ from libs.events import (
 from libs.events.base import utcnow
 from libs.events.billing import AlarmKind, BillingMode
 from libs.events.control import Action, CommandAcknowledged, CommandRequested, CommandSent
-from libs.events.topics import ALARMS, CATALOGUE, COMMANDS, LEDGER, READINGS, REGISTRY_TOPIC
+from libs.events.topics import ALARMS, CATALOGUE, COMMANDS, LEDGER, PARTITIONS_MAX, READINGS, REGISTRY_TOPIC
 from libs.protocols.simulator.site import (
     BusConfig,
     ConcentratorConfig,
@@ -73,6 +75,7 @@ from libs.protocols.simulator.site import (
     SiteConfig,
 )
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
+from libs.stack.dev import EMBEDDED_PARTITIONS_MAX
 from libs.stack.processor import FETCH_MAX_WAIT_MS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -383,7 +386,7 @@ def main(
                        MF_ACQ_DEFAULT_SCHEDULE="1",
                        MF_BILLING_HTTP_PORT=str(free_port()), MF_BILLING_FAUST_PORT=str(free_port()),
                        MF_CONTROL_HTTP_PORT=str(free_port()), MF_CONTROL_FAUST_PORT=str(free_port()),
-                       MF_CONTROL_TICK_S="0.2")  # fmt: skip
+                       MF_CONTROL_TICK_S="0.2", MF_PARTITIONS_MAX=str(PARTITIONS_MAX))  # fmt: skip
             cli = [sys.executable, "-m", "services.cli"]
             procs.append(spawn([sys.executable, __file__, "--acquisition", str(tmp / "site.json"),
                                 str(tmp / "lines.jsonl")], env, tmp / "acquisition.log"))  # fmt: skip
@@ -403,7 +406,8 @@ def main(
                 f"{delay_ms[0]:.0f}" if delay_ms[0] == delay_ms[1] else f"{delay_ms[0]:.0f}-{delay_ms[1]:.0f}"
             )
             print(f"{buses} buses x {meters} meters (DL/T 645-2007, {baud} 8E1, {delay} ms reply), "
-                  f"background {background} readings/s, a trial every {gap} s")  # fmt: skip
+                  f"background {background} readings/s, a trial every {gap} s, "
+                  f"partitions per topic {'catalogue' if not PARTITIONS_MAX else f'<= {PARTITIONS_MAX}'}")  # fmt: skip
             bench.report()
         finally:
             import shutil
@@ -426,6 +430,11 @@ def _bus(config: SiteConfig, name: str) -> BusConfig:
 
 
 if __name__ == "__main__":
+    if "MF_PARTITIONS_MAX" not in os.environ:  # the embedded stack's layout, as `meterflow dev` runs it
+        os.environ["MF_PARTITIONS_MAX"] = str(EMBEDDED_PARTITIONS_MAX)
+        os.execv(
+            sys.executable, [sys.executable, __file__, *sys.argv[1:]]
+        )  # the catalogue is built at import
     if len(sys.argv) == 4 and sys.argv[1] == "--acquisition":
         acquisition_child(sys.argv[2], sys.argv[3])
         sys.exit(0)

@@ -78,9 +78,24 @@ class MeterUpdated(Event):
     changes: dict[str, str]
 
 
+class ReplacementReason(StrEnum):
+    """Why a meter's registers restarted (``MeterReplaced.reason``)."""
+
+    REPLACED = "replaced"  # a physical swap: another meter at the metering point
+    CLEARED = "cleared"  # the same meter cleared its registers (DL/T 645-2007 电表清零 1AH, C5)
+
+
 @event("acquisition.v1.meter_replaced", REGISTRY_TOPIC.name)
 class MeterReplaced(Event):
-    """A physical meter was swapped: final reads of the old one, initial reads of the new one."""
+    """A meter's registers restarted: final reads before, initial reads after ``replaced_at``.
+
+    ``reason`` says how: a physical swap (``replaced``; the addresses may differ) or a clear of
+    the same meter (``cleared``: ``old_address == new_address``, the initial reads are the zeros
+    read back after the clear). Billing charges up to the final reads and re-baselines on the
+    initial ones either way. ``replaced_at`` is on the clock the meter's readings are timed by
+    (its own clock when that is read, else the platform's). Events from before ``reason`` existed
+    decode as ``replaced``.
+    """
 
     meter_id: str
     old_address: str
@@ -88,6 +103,7 @@ class MeterReplaced(Event):
     final_registers: dict[str, dict[Rate, Decimal]]
     initial_registers: dict[str, dict[Rate, Decimal]]
     replaced_at: AwareDatetime
+    reason: ReplacementReason = ReplacementReason.REPLACED
 
 
 @event("acquisition.v1.reading_recorded", READINGS.name)

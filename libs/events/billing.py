@@ -6,8 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from libs.events.acquisition import Rate
 from libs.events.base import Event, event
@@ -126,9 +127,81 @@ class ClearAccepted(Event):
 
 @event("billing.v1.allowance_accepted", BILLING.name)
 class AllowanceAccepted(MoneyEvent):
-    """A base allowance (基础金额) was granted, e.g. a free quota for the semester ``period``."""
+    """A base allowance (基础金额) was granted, e.g. a free quota for the semester ``period``.
+
+    An account gets one allowance per ``period`` label, whoever grants it: an operator, or billing
+    itself for an :class:`AllowancePlanSet` (idempotency key ``plan:<plan id>:<period>``)."""
 
     period: str
+
+
+class AllowanceCycle(StrEnum):
+    """The calendar of an allowance plan."""
+
+    MONTHLY = "monthly"  # calendar months; periods labelled YYYY-MM
+    YEARLY = "yearly"  # periods begin on the plan's ``starts`` (MM-DD) each year; YYYY-S1, YYYY-S2…
+
+
+@event("billing.v1.allowance_plan_set", BILLING.name)
+class AllowancePlanSet(Event):
+    """A base-allowance plan was set or replaced (subject: the plan id); its latest fact wins.
+
+    Billing grants ``amount_fen`` (an ``AllowanceAccepted`` it emits onto mf.billing) to every
+    prepaid account of the project that the filters match — on one of ``tariff_ids`` (none: any
+    tariff) and among ``account_ids`` (none: any account) — once per period of the calendar, for
+    each period that has begun since the later of the plan's :attr:`effective` time and the
+    account's opening: the period under way then included. Periods start at local midnight in
+    ``tz``: monthly on the 1st (label ``2026-09``); yearly on each ``starts`` date (``MM-DD``, kept
+    sorted), labelled by the year the period starts in and the date's place in ``starts``
+    (``["02-20", "09-01"]``: ``2026-S1`` from 2026-02-20, ``2026-S2`` from 2026-09-01 to
+    2027-02-20). ``active=False`` stops the plan; granted allowances stay.
+    """
+
+    plan_id: str = Field(min_length=1, max_length=64)
+    amount_fen: int = Field(gt=0)
+    cycle: AllowanceCycle
+    starts: tuple[str, ...] = ()
+    tz: str = "Asia/Shanghai"
+    tariff_ids: tuple[str, ...] = ()
+    account_ids: tuple[str, ...] = ()
+    effective_from: AwareDatetime | None = None  # None, or earlier than ``time``: from ``time``
+    active: bool = True
+    operator_id: str
+    reason: str = ""
+
+    @field_validator("starts")
+    @classmethod
+    def _month_days(cls, starts: tuple[str, ...]) -> tuple[str, ...]:
+        for text in starts:
+            try:
+                datetime.strptime(f"2001-{text}", "%Y-%m-%d")  # not a leap year: 02-29 is refused
+            except ValueError:
+                raise ValueError(f"start {text!r} is not a day of every year as MM-DD") from None
+            if len(text) != 5:
+                raise ValueError(f"start {text!r} is not written MM-DD")
+        return tuple(sorted(set(starts)))
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, tz: str) -> str:
+        try:
+            ZoneInfo(tz)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"unknown timezone {tz!r}") from None
+        return tz
+
+    @model_validator(mode="after")
+    def _calendar(self) -> AllowancePlanSet:
+        if self.cycle is AllowanceCycle.YEARLY and not self.starts:
+            raise ValueError("a yearly plan needs one or more starts (MM-DD)")
+        if self.cycle is AllowanceCycle.MONTHLY and self.starts:
+            raise ValueError("a monthly plan takes no starts (its periods begin on the 1st)")
+        return self
+
+    @property
+    def effective(self) -> datetime:
+        """When the plan takes effect: ``effective_from``, or ``time`` if that is later or unset."""
+        return self.time if self.effective_from is None else max(self.effective_from, self.time)
 
 
 class ChargeLine(BaseModel):

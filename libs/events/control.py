@@ -1,8 +1,9 @@
 """Facts of control (MISSION.md C1–C8): the command lifecycle, and what operators set.
 
 - ``mf.commands`` (key: meter id): a command requested (by whom and why: ``requested_by`` is an
-  operator id or ``policy:<name>``), sent, acknowledged, failed, timed out. Together with the
-  operator facts it is the audit trail of every relay / valve / parameter change.
+  operator id or ``policy:<name>``), sent, acknowledged, failed, timed out, and abandoned (control
+  gave up on it). Together with the operator facts it is the audit trail of every relay / valve /
+  parameter change.
 - ``mf.control`` (key: meter id; batch id for a batch): what an operator set for a meter —
   forced state, keep-power 保电, socket reset, lockout release, load limit 负控, malignant-load
   rule 恶性负载, time control 时控 — each with ``operator_id`` and ``reason``; and batch
@@ -39,6 +40,14 @@ class Action(StrEnum):
     TIME_SYNC = "time_sync"
     SET_PARAMETER = "set_parameter"
     READ = "read"  # on-demand read
+    # C5: DL/T 645-2007 meter clear 1AH (电表清零: energy registers, demand, freezes, event and
+    # load records to zero). Acquisition reads the registers before and after and publishes a
+    # ``MeterReplaced(reason="cleared")`` so billing charges up to the clear and starts again at 0.
+    CLEAR = "clear"
+    # C5: meter-side initialisation of a prepaid meter before (re)use: today the same meter clear
+    # (see services/acquisition/commands.py); prices and limits follow from control's parameter
+    # download (C8), the balance from billing.
+    INITIALISE = "initialise"
 
 
 @event("control.v1.command_requested", COMMANDS.name)
@@ -76,7 +85,8 @@ class CommandAcknowledged(Event):
 
 
 # Failure reasons (prefixes of ``CommandFailed.reason``) that control retries until the command's
-# last attempt; any other failure ends the command at once. Notify judges "failed for good" by it.
+# last attempt; any other failure ends the command at once. Only control applies this rule: the
+# end of a command is its ``CommandAbandoned`` (or ``CommandAcknowledged``), for everyone else.
 RETRIABLE_REASONS = ("no_reply", "bad_reply", "transport", "not_confirmed")
 
 
@@ -99,6 +109,35 @@ class CommandTimedOut(Event):
     meter_id: str
     attempt: int | None = Field(default=None, ge=1)
     deadline: AwareDatetime
+
+
+class Outcome(StrEnum):
+    """How a command ended without an acknowledgement (:class:`CommandAbandoned`)."""
+
+    FAILED = "failed"  # its last attempt failed, or the meter refused it (a reason not retried)
+    TIMED_OUT = "timed_out"  # its last attempt got no reply in time, or the command's deadline passed
+    SUPERSEDED = "superseded"  # a newer command on the same meter and channel replaced it
+
+
+@event("control.v1.command_abandoned", COMMANDS.name)
+class CommandAbandoned(Event):
+    """C7: control gave up on a command: no further attempt follows and none is waited for.
+
+    Control publishes it once per command that ends unacknowledged (``outcome``), after the fact
+    that ended it (``causation_id``: the last failure, the timeout, or the superseding request),
+    stamped with that fact's time. Its id derives from the project and the command id, so a replay
+    re-emitting it is a duplicate. ``attempts``: attempts sent; ``reason``: the last failure's
+    reason, ``no reply in time`` or ``superseded by <command id>``. A meter may still acknowledge
+    an abandoned command late (it did act): ``CommandAcknowledged`` then follows this fact.
+    """
+
+    command_id: str
+    meter_id: str
+    action: Action
+    outcome: Outcome
+    attempts: int = Field(ge=0)
+    reason: str
+    requested_by: str
 
 
 class Supply(StrEnum):

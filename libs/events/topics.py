@@ -66,7 +66,12 @@ READINGS = capped(
 COMM = capped(Topic("mf.comm", 6, "meter or concentrator id", "online / lost-contact / route switches"))
 TARIFFS = capped(Topic("mf.tariffs", 1, "tariff id", "tariff versions as published"))
 BILLING = capped(
-    Topic("mf.billing", 6, "account id", "accounts, money movements, tariff changes, alarm thresholds")
+    Topic(
+        "mf.billing",
+        6,
+        "account id (plan id for allowance plans)",
+        "accounts, money movements, tariff changes, alarm thresholds, allowance plans",
+    )
 )
 # Billing's consequences, apart from its causes: billing never reads them back (two or more per
 # reading), and consumers that only need causes (control) never fetch them.

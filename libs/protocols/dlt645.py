@@ -16,9 +16,16 @@ code  request data (clause)                normal reply data (D7=1, D6=0)
 15    new address (7.5)                    —
 16    mm hh DD MM freeze time, 99 = any    —
 17    Z baud-rate word (7.8)               Z
+1A    PA P0P1P2, C0..C3 (7.11 电表清零)     —
 1C    PA P0P1P2, C0..C3, N1, N2,           —
       valid-until ss mm hh DD MM YY (跳合闸、报警、保电)
 ====  ===================================  ===============================================
+
+Meter clear 1AH empties the meter's energy registers, maximum demand and its times, frozen
+data, event records and load records (the meter keeps a record of the clear itself and its
+parameters); a wrong password is refused with DAH, ERR bit 2. Prepaid wallet values (remaining
+amount, purchase count) are not named by 1AH: State Grid prepaid meters change them only through
+the ESAM-secured wallet commands, which this codec does not carry.
 
 An abnormal reply (D6=1) carries one error-status byte ERR (bit 0 other error, 1 no data
 requested, 2 password wrong / unauthorised, 3 baud rate cannot change, 4 too many year zones,
@@ -221,6 +228,16 @@ def relay_control(
     return Frame(address, Function.RELAY, data)
 
 
+def meter_clear(address: str, password: str = "02000000", operator: str = "00000000") -> Frame:
+    """Meter clear 1AH (电表清零, clause 7.11): password PA P0 P1 P2, operator code C0..C3.
+
+    ``password`` is in wire order; ``operator`` is C3..C0 in display order (as for 14H and 1CH).
+    The normal reply is 9AH without data; DAH carries the error byte (bit 2: password wrong).
+    """
+    data = _code(password, "password") + _code(operator, "operator")[::-1]
+    return Frame(address, Function.METER_CLEAR, data)
+
+
 def read_reply(address: str, di: str, values: Any, more: bool = False) -> Frame:
     """Normal read reply 91H (B1H with ``more``) carrying ``values`` encoded by the catalogue."""
     control = 0x80 | Function.READ | (link.FOLLOW_BIT if more else 0)
@@ -324,6 +341,22 @@ def write_command(frame: Frame) -> WriteCommand:
     )
 
 
+@dataclass(frozen=True)
+class ClearCommand:
+    """The fields of a plain meter-clear 1AH request (clause 7.11)."""
+
+    password: str
+    operator: str
+
+
+def clear_command(frame: Frame) -> ClearCommand:
+    """Parse the data of a 1AH request: password PA P0P1P2, operator C0..C3."""
+    data = frame.data
+    if frame.reply or frame.function != Function.METER_CLEAR or len(data) != 8:
+        raise FrameError(PROTOCOL, "data", "not a plain 8-byte meter-clear request")
+    return ClearCommand(data[0:4].hex().upper(), data[4:8][::-1].hex().upper())
+
+
 def requested_baud(frame: Frame) -> int | None:
     """The speed a 17H request (or its reply) names in Z, or None if Z is not a single known bit."""
     if frame.function != Function.CHANGE_BAUD or len(frame.data) != 1:
@@ -360,6 +393,8 @@ def values(frame: Frame) -> dict[str, catalogue.Reading]:
             "operator": (cmd.operator, ""),
             "valid_until": (cmd.valid_until.isoformat(), ""),
         }
+    if fn == Function.METER_CLEAR and not frame.reply and len(data) == 8:
+        return {"operator": (clear_command(frame).operator, "")}
     if fn == Function.CHANGE_BAUD:
         baud = requested_baud(frame)
         return {"baud": (Decimal(baud) if baud else None, "bd")}

@@ -7,6 +7,23 @@ command yields has an id derived from the command id (:func:`event_id_for`), so 
 executed twice publishes the same events twice, which consumers deduplicate. The order is: put
 the outcome in the outbox, mark the command executed, commit the offset. Control owns retries,
 so a failure is final here (``will_retry=False``).
+
+**Clear and initialise** (C5, DL/T 645-2007 meters only; ``unsupported`` for others): the
+meter's configured registers are read (the *final* reads; unreadable → ``rejected``, the meter
+is not cleared), meter clear 1AH is sent with the meter's password and the command's
+``params["operator_code"]`` (8 hex digits) or the meter's, and the registers are read again
+(the *initial* reads). Once the meter has acknowledged the clear a ``MeterReplaced`` with
+``reason="cleared"`` (same address) is always published — billing charges up to the final reads
+and restarts at the initial ones, so the drop to zero is never charged as a rollover — whatever
+became of the read-back: when it fails the initial reads are the zeros the acknowledged clear
+left and the command fails ``no_reply`` / ``bad_reply`` / ``transport`` (control retries; a second
+clear repeats the accounting from zero); when a register reads back at or above
+``CLEARED_BELOW`` the command fails ``not_confirmed``. A refused clear (DAH, e.g. a wrong
+password) fails ``rejected`` and publishes nothing else. ``replaced_at`` is the initial read's
+meter clock when the meter's clock is among its quantities (billing times its readings by it),
+else when the read-back arrived (without a read-back: the final read's clock plus the time since). *Initialise* is the same meter clear: DL/T 645-2007 has no
+other plain initialisation, and 1AH already clears the event records an event clear 1BH would;
+the prepaid wallet (balance, purchase count) is ESAM-secured on real meters and not touched.
 """
 
 from __future__ import annotations
@@ -15,13 +32,14 @@ import asyncio
 import collections
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from libs.events.acquisition import SwitchState
+from libs.events.acquisition import MeterReplaced, Rate, ReplacementReason, SwitchState
 from libs.events.base import Event, event_id_for, utcnow
 from libs.events.codec import Codec, EventDecodeError
 from libs.events.control import (
@@ -33,7 +51,7 @@ from libs.events.control import (
 )
 from libs.events.topics import COMMANDS
 from libs.protocols import dlt645
-from libs.protocols.drivers import CommandRejected
+from libs.protocols.drivers import CommandRejected, run_plan
 from libs.protocols.drivers.cjt188 import Cjt188Driver
 from libs.protocols.drivers.dlt645 import Dlt645Driver
 from libs.protocols.drivers.modbus_rtu import ModbusRtuDriver
@@ -42,6 +60,7 @@ from libs.protocols.transaction import Bus as TxBus
 from libs.protocols.transport import TransportError
 from services.acquisition.engine import BusWorker, Engine
 from services.acquisition.meters import relay_action
+from services.acquisition.registry import Meter
 from services.acquisition.state import LocalState
 
 log = logging.getLogger(__name__)
@@ -54,6 +73,12 @@ _DLT645_ACTIONS = {
     Action.ALARM_ON: dlt645.RelayAction.ALARM,
     Action.ALARM_OFF: dlt645.RelayAction.ALARM_RELEASE,
 }
+_CLEARS = {Action.CLEAR: "cleared", Action.INITIALISE: "initialised"}
+# Params of a parameter download that are not parameters: control's retry markers ride along.
+_NOT_PARAMETERS = ("operation", "effective_from", "retry_of", "attempt", "batch_id")
+# A register reading back at or above this after a clear was not cleared: below it is what the
+# meter can count between the clear and the read-back (a second or two, even at 200 kW).
+CLEARED_BELOW = Decimal(1)
 
 
 class Unsupported(Exception):
@@ -159,13 +184,17 @@ class CommandExecutor:
             if ack.error:
                 raise CommandRejected(cmd.action.value, f"error code {ack.error_code}", ack)
             confirmed = (await driver.relay_state(bus, address, Priority.COMMAND)).value
+        elif cmd.action in _CLEARS:
+            return await self._clear(worker, bus, cmd)
         elif cmd.action == Action.TIME_SYNC:
             confirmed = await self._time_sync(bus, driver)
         elif cmd.action == Action.SET_PARAMETER and cmd.params.get("operation") == "parameters":
             # Control's parameter download (C8): prices and alarm limits, written and read back.
             if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
                 raise Unsupported(f"parameter download needs DL/T 645-2007, not {meter.protocol}")
-            params = {k: v for k, v in cmd.params.items() if k not in ("operation", "effective_from")}
+            params = {k: v for k, v in cmd.params.items() if k not in _NOT_PARAMETERS}
+            if not params:  # e.g. a batch issue_prices to a meter with no prices: nothing was set
+                raise Unsupported("no parameters to download")
             try:
                 written = await driver.write_parameters(bus, address, params)
             except ValueError as exc:
@@ -174,6 +203,72 @@ class CommandExecutor:
         else:
             raise Unsupported(f"action {cmd.action.value} is not carried by acquisition")
         return [CommandAcknowledged(**self._common(cmd, "acknowledged"), confirmed_state=confirmed)]
+
+    async def _clear(self, worker: BusWorker, bus: TxBus, cmd: CommandRequested) -> list[Event]:
+        """Meter clear 1AH between two register reads (see the module docstring)."""
+        meter, driver = worker.meters[cmd.meter_id], worker.drivers[cmd.meter_id]
+        if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
+            raise Unsupported(f"{cmd.action.value} needs DL/T 645-2007, not {meter.protocol}")
+        operator = cmd.params.get("operator_code") or driver.operator
+        try:  # the codes are checked before anything goes out
+            dlt645.meter_clear(meter.address.zfill(12), driver.password, operator)
+        except ValueError as exc:  # FrameError: not 8 hex digits
+            raise Unsupported(f"operator_code: {exc}") from None
+        configured = worker.quantities[meter.id]
+        wanted = [q for q in configured if q in driver.edition.registers] or ["active_import_kwh"]
+        wanted += ["meter_time"] if "meter_time" in configured else []
+        final = await run_plan(bus, driver.plan(meter.address, wanted), Priority.COMMAND)
+        read_at = utcnow()
+        if not final.registers:
+            raise CommandRejected(
+                "meter clear", f"registers unreadable before the clear {final.errors}", None
+            )
+        await driver.clear(bus, meter.address, operator)
+        zeros = {name: dict.fromkeys(rates, Decimal(0)) for name, rates in final.registers.items()}
+        try:
+            initial = await run_plan(bus, driver.plan(meter.address, wanted), Priority.COMMAND)
+        except (NoReply, BadReply, TransportError):
+            # Cleared but not read back: billing must restart anyway, from the zeros it left,
+            # at the clear's time on the clock the final read was timed by.
+            now = utcnow()
+            at = now if final.meter_time is None else final.meter_time + (now - read_at)
+            await self.engine.sink.put([self._cleared(cmd, meter, final.registers, zeros, at)])
+            raise
+        registers = {**zeros, **initial.registers}  # a register not read back: the clear's zero
+        replaced = self._cleared(cmd, meter, final.registers, registers, initial.meter_time or utcnow())
+        left = [f"{name} not read" for name in zeros if name not in initial.registers] + [
+            f"{name}.{rate.value}={value}"
+            for name, rates in initial.registers.items()
+            for rate, value in rates.items()
+            if value >= CLEARED_BELOW
+        ]
+        if left:
+            return [replaced, self._not_confirmed(cmd, f"after the clear: {', '.join(left)}")]
+        confirmed = _CLEARS[cmd.action]
+        return [replaced, CommandAcknowledged(**self._common(cmd, "acknowledged"), confirmed_state=confirmed)]
+
+    def _cleared(
+        self,
+        cmd: CommandRequested,
+        meter: Meter,
+        final: dict[str, dict[Rate, Decimal]],
+        initial: dict[str, dict[Rate, Decimal]],
+        at: datetime,
+    ) -> MeterReplaced:
+        return MeterReplaced(
+            event_id=event_id_for(cmd.project_id, cmd.command_id, "cleared"),
+            project_id=cmd.project_id,
+            subject_id=cmd.meter_id,
+            causation_id=cmd.event_id,
+            correlation_id=cmd.correlation_id or cmd.command_id,
+            meter_id=cmd.meter_id,
+            old_address=meter.address,
+            new_address=meter.address,
+            final_registers=final,
+            initial_registers=initial,
+            replaced_at=at,
+            reason=ReplacementReason.CLEARED,
+        )
 
     async def _time_sync(self, bus: TxBus, driver: Any) -> str:
         if not isinstance(driver, Dlt645Driver):

@@ -33,6 +33,7 @@ from services.api.readmodel import ReadModel
 from services.api.routes import (
     accounts,
     alarms,
+    allowance_plans,
     auth,
     commands,
     payments,
@@ -55,6 +56,7 @@ ROUTERS = tuple(
         projects,
         topology,
         accounts,
+        allowance_plans,
         tariffs,
         commands,
         alarms,

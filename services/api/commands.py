@@ -2,18 +2,23 @@
 ``CommandRequested`` with action ``read``, which acquisition executes).
 
 With an ``Idempotency-Key`` the command id derives from it (per meter in a batch), so a retried
-request does not trip a meter twice; without one each request is a new command.
+request does not trip a meter twice; without one each request is a new command. ``retry_of`` is
+control's parameter (an attempt of an earlier command) and refused here. What becomes of a command
+— sent, acknowledged, failed and whether control retries it — is folded in
+:mod:`services.api.command_status`.
 """
 
 from __future__ import annotations
 
 from libs.events.base import event_id_for, new_event_id
 from libs.events.control import Action, CommandRequested
+from services.api.command_status import Command
 from services.api.context import Api
 from services.api.lookups import find
 from services.api.problems import Problem
 from services.api.security import Scope
-from services.api.views import Command
+
+RESERVED_PARAMS = frozenset({"retry_of"})  # control's: its retries carry the command they retry
 
 
 async def request_commands(
@@ -34,6 +39,8 @@ async def request_commands(
         raise Problem(422, f"meters not registered in project {project!r}: {', '.join(missing[:10])}")
     if len(set(meter_ids)) != len(meter_ids):
         raise Problem(422, "a meter appears twice in the batch")
+    if reserved := sorted(RESERVED_PARAMS & params.keys()):
+        raise Problem(422, f"params {', '.join(reserved)} are set by control, not by a request")
     batch = idempotency_key or new_event_id()
     facts = []
     for meter_id in meter_ids:

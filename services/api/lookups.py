@@ -127,7 +127,8 @@ def command_out(c: Command) -> CommandOut:
     return CommandOut(
         project_id=c.project_id, command_id=c.command_id, meter_id=c.meter_id, action=c.action,
         requested_by=c.requested_by, reason=c.reason, params=dict(c.params), requested_at=c.requested_at,
-        status=c.status, attempts=c.attempts, detail=c.detail, updated_at=c.updated_at,
+        status=c.status, attempts=c.attempts, detail=c.detail, updated_at=c.updated_at, final=c.final,
+        ended_at=c.ended_at,
     )  # fmt: skip
 
 

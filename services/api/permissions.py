@@ -26,6 +26,8 @@ class Permission(StrEnum):
     MONEY_REFUND = "money:refund"
     MONEY_CLEAR = "money:clear"
     MONEY_ALLOWANCE = "money:allowance"
+    ALLOWANCE_PLANS_READ = "allowance-plans:read"  # a project's standing allowances (B3)
+    ALLOWANCE_PLANS_WRITE = "allowance-plans:write"
     TARIFFS_READ = "tariffs:read"
     TARIFFS_PUBLISH = "tariffs:publish"
     COMMANDS_READ = "commands:read"
@@ -42,6 +44,7 @@ P = Permission
 _READ_ALL = {
     P.PROJECTS_READ, P.TOPOLOGY_READ, P.READINGS_READ, P.ACCOUNTS_READ, P.BALANCES_READ,
     P.NOTIFICATIONS_READ, P.TARIFFS_READ, P.COMMANDS_READ, P.ALARMS_READ, P.REPORTS_READ,
+    P.ALLOWANCE_PLANS_READ,
 }  # fmt: skip
 
 ROLES: dict[str, frozenset[Permission]] = {
@@ -49,7 +52,7 @@ ROLES: dict[str, frozenset[Permission]] = {
     "operator": frozenset(
         _READ_ALL
         | {P.ACCOUNTS_WRITE, P.NOTIFICATIONS_WRITE}
-        | {P.MONEY_RECHARGE, P.MONEY_REFUND, P.MONEY_CLEAR, P.MONEY_ALLOWANCE}
+        | {P.MONEY_RECHARGE, P.MONEY_REFUND, P.MONEY_CLEAR, P.MONEY_ALLOWANCE, P.ALLOWANCE_PLANS_WRITE}
         | {P.TARIFFS_PUBLISH, P.COMMANDS_ISSUE, P.METERS_READ_NOW}
     ),
     "cashier": frozenset(

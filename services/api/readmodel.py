@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from libs.events.billing import AllowancePlanSet
 from libs.events.codec import Codec, EventDecodeError
 from libs.events.notify import SubscriptionSet
 from libs.events.topics import (
@@ -32,7 +33,7 @@ from libs.events.topics import (
     REGISTRY_TOPIC,
     TARIFFS,
 )
-from services.api.views import Views
+from services.api.views import ProjectTable, Views
 
 log = logging.getLogger(__name__)
 TOPICS = (IAM, REGISTRY_TOPIC, COMM, TARIFFS, BILLING, LEDGER, ALARMS, COMMANDS, NOTIFICATIONS)
@@ -48,6 +49,9 @@ class ReadModel:
     def __init__(self, bootstrap: str, views: Views | None = None) -> None:
         self.bootstrap = bootstrap
         self.views = views or Views()
+        # allowance plans (services/api/allowance_plans.py), beside the views: each plan's latest fact
+        self.allowance_plans: ProjectTable[AllowancePlanSet] = ProjectTable()
+        self.allowance_plan_ids: set[str] = set()
         self.codec = Codec()
         self.ready = asyncio.Event()
         self.records = 0
@@ -112,11 +116,19 @@ class ReadModel:
                         continue
                     for event in events:
                         self.views.apply(event)
+                        if isinstance(event, AllowancePlanSet):
+                            self._plan(event)
             if not self.ready.is_set() and await self._caught_up(consumer):
                 self.ready.set()
                 log.info("read model caught up: %d records", self.records)
             self._changed.set()
             self._changed = asyncio.Event()
+
+    def _plan(self, fact: AllowancePlanSet) -> None:
+        """The latest fact of a plan in log order wins, as in billing; a redelivered one is dropped."""
+        if fact.event_id not in self.allowance_plan_ids:
+            self.allowance_plan_ids.add(fact.event_id)
+            self.allowance_plans[(fact.project_id, fact.plan_id)] = fact
 
     async def _caught_up(self, consumer: AIOKafkaConsumer) -> bool:
         for tp, target in self._targets.items():

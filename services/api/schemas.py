@@ -289,10 +289,17 @@ class CommandOut(BaseModel):
     reason: str
     params: dict[str, str]
     requested_at: datetime
-    status: str
-    attempts: int
-    detail: str
+    status: str = Field(
+        description="requested, sent, acknowledged, failed, timed_out or superseded: what happened last"
+    )
+    attempts: int = Field(description="attempts sent (control's retries included)")
+    detail: str = Field(description="the last failure's reason, or the state the meter confirmed")
     updated_at: datetime | None
+    final: bool = Field(
+        description="acknowledged, or abandoned by control: nothing more is tried. A failed or timed-out "
+        "attempt with final false may still be retried"
+    )
+    ended_at: datetime | None = Field(description="when the command was acknowledged or abandoned")
 
 
 class AlarmOut(BaseModel):

@@ -1,6 +1,6 @@
 """The API's read model as a pure fold: ``Views.apply(event)`` updates in-memory views of
 projects, topology, accounts (with their tariff changes), balances, money movements, tariffs,
-alarms, commands, notification settings and IAM.
+alarms, commands (:mod:`services.api.command_status`), notification settings and IAM.
 
 No Kafka here (see :mod:`services.api.readmodel` for the consumer). Every view is keyed by
 ``(project_id, id)`` so that one project's ids can never answer for another's; every fold is
@@ -22,6 +22,7 @@ from libs.events import control as ctl
 from libs.events import iam
 from libs.events import notify as nfy
 from libs.events.base import Event
+from services.api.command_status import Command, fold_command
 
 Key = tuple[str, str]
 V = TypeVar("V")
@@ -162,22 +163,6 @@ class Alarm:
 
 
 @dataclass
-class Command:
-    project_id: str
-    command_id: str
-    meter_id: str
-    action: str
-    requested_by: str
-    reason: str
-    params: dict[str, str]
-    requested_at: datetime
-    status: str = "requested"  # requested | sent | acknowledged | failed
-    attempts: int = 0
-    detail: str = ""
-    updated_at: datetime | None = None
-
-
-@dataclass
 class User:
     user_id: str
     username: str
@@ -238,6 +223,7 @@ class Views:
     alarms: ProjectTable[Alarm] = field(default_factory=ProjectTable)
     active_alarms: dict[Key, set[str]] = field(default_factory=dict)  # (project, subject) -> ids
     commands: ProjectTable[Command] = field(default_factory=ProjectTable)
+    command_attempts: dict[Key, tuple[str, int]] = field(default_factory=dict)  # retry → (command, n)
     # an account's latest notification settings, and the ids of every one folded (read-your-writes)
     subscriptions: ProjectTable[nfy.SubscriptionSet] = field(default_factory=ProjectTable)
     subscription_ids: set[str] = field(default_factory=set)
@@ -437,35 +423,6 @@ def _alarm(v: Views, e: Event) -> None:
             v.active_alarms.get((e.project_id, alarm.subject_id), set()).discard(e.alarm_id)
 
 
-_RELAY = {ctl.Action.TRIP: "tripped", ctl.Action.CLOSE: "closed", ctl.Action.KEEP_POWER_ON: "closed"}
-
-
-def _command(v: Views, e: Event) -> None:
-    if isinstance(e, ctl.CommandRequested):
-        key = (e.project_id, e.command_id)
-        if key not in v.commands:
-            v.commands[key] = Command(
-                e.project_id, e.command_id, e.meter_id, e.action.value, e.requested_by, e.reason,
-                dict(e.params), e.time,
-            )  # fmt: skip
-        return
-    command = v.commands.get((e.project_id, getattr(e, "command_id", "")))
-    if command is None:
-        return
-    command.updated_at = e.time
-    if isinstance(e, ctl.CommandSent) and command.status in ("requested", "sent", "failed"):
-        command.status, command.attempts = "sent", max(command.attempts, e.attempt)
-    elif isinstance(e, ctl.CommandFailed) and command.status != "acknowledged":
-        command.status = "sent" if e.will_retry else "failed"
-        command.attempts, command.detail = max(command.attempts, e.attempt), e.reason
-    elif isinstance(e, ctl.CommandAcknowledged):
-        command.status, command.detail = "acknowledged", e.confirmed_state or ""
-        relay = _RELAY.get(ctl.Action(command.action))
-        meter = v.meters.get((e.project_id, command.meter_id))
-        if relay is not None and meter is not None:
-            meter.relay = relay
-
-
 def _subscription(v: Views, e: nfy.SubscriptionSet) -> None:
     # the latest wins, in log order: one account's settings share a partition (key: the account)
     v.subscriptions[(e.project_id, e.account_id)] = e
@@ -544,10 +501,11 @@ _HANDLERS: dict[type[Event], Any] = {
     bil.TariffPublished: _tariff,
     bil.AlarmRaised: _alarm,
     bil.AlarmCleared: _alarm,
-    ctl.CommandRequested: _command,
-    ctl.CommandSent: _command,
-    ctl.CommandFailed: _command,
-    ctl.CommandAcknowledged: _command,
+    **dict.fromkeys(
+        (ctl.CommandRequested, ctl.CommandSent, ctl.CommandFailed, ctl.CommandAcknowledged, ctl.CommandTimedOut,
+         ctl.CommandAbandoned),
+        fold_command,
+    ),
     nfy.SubscriptionSet: _subscription,
     **dict.fromkeys(
         (iam.ProjectCreated, iam.UserCreated, iam.LoginRecorded, iam.ApiKeyIssued, iam.ApiKeyRevoked,

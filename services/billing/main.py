@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 
 import faust
+from aiokafka import TopicPartition
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
-from libs.events.topics import CATALOGUE
-from libs.stack.broker import ensure_topics
+from libs.events.topics import BILLING, CATALOGUE
+from libs.stack.broker import ensure_topics, high_watermarks, partition_counts
 from libs.stack.processor import Processor, Snapshots, make_app, one_group, serve_http
 from libs.stack.runtime import service_settings, setup_logging
 from services.billing.replay import replay
@@ -18,11 +20,16 @@ from services.billing.settings import BillingSettings
 from services.billing.worker import INPUTS, OWN_OUTPUTS, BillingState, alarm_config
 
 
-def build(settings: BillingSettings, bootstrap: str) -> tuple[faust.App, Processor]:
-    """The Faust app with the billing processor attached."""
+def build(
+    settings: BillingSettings, bootstrap: str, clock: Callable[[], float] | None = None
+) -> tuple[faust.App, Processor]:
+    """The Faust app with the billing processor attached; ``clock`` (epoch seconds) is the time
+    allowance plans are judged at (default: the wall clock)."""
     state = BillingState(
         alarm_config(settings.billing_alarm_level1_fen, settings.billing_alarm_level2_fen),
         settings.freeze_schedule,
+        clock=clock,
+        end_offsets=lambda: billing_ends(bootstrap),
     )
     app = make_app(
         "meterflow-billing", bootstrap, settings.snapshot_dir / "faust", settings.billing_faust_port
@@ -30,10 +37,18 @@ def build(settings: BillingSettings, bootstrap: str) -> tuple[faust.App, Process
     processor = Processor(
         app, bootstrap, "billing", INPUTS, state, state, Snapshots(settings.snapshot_dir / "snapshots"),
         batch_size=settings.billing_batch_size, snapshot_every=settings.billing_snapshot_every_s,
-        group_of=one_group, ignore=OWN_OUTPUTS,
+        group_of=one_group, ignore=OWN_OUTPUTS, tick_every=settings.billing_allowance_tick_s,
     )  # fmt: skip
     _serve_health(app, processor, settings.billing_http_port)
     return app, processor
+
+
+async def billing_ends(bootstrap: str) -> dict[str, int]:
+    """The end offset of every partition of mf.billing (fetch high-watermarks: right on Tansu too)."""
+    counts = await asyncio.to_thread(partition_counts, bootstrap, [BILLING.name])
+    tps = [TopicPartition(BILLING.name, p) for p in range(counts.get(BILLING.name, 0))]
+    marks = await high_watermarks(bootstrap, tps)
+    return {f"{tp.topic}:{tp.partition}": end for tp, end in marks.items()}
 
 
 def _serve_health(app: faust.App, processor: Processor, port: int) -> None:

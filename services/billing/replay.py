@@ -35,12 +35,13 @@ class ReplayResult:
 
     @property
     def mismatches(self) -> dict[tuple[str, str], tuple[int | None, int | None]]:
-        """(project, account) -> (replayed, live) where they differ."""
+        """(project, account) -> (replayed, live) where they differ. An account whose balance never
+        moved has no live balance: replayed at 0, it agrees."""
         keys = self.replayed.keys() | self.live.keys()
         return {
             k: (self.replayed.get(k), self.live.get(k))
             for k in sorted(keys)
-            if self.replayed.get(k) != self.live.get(k)
+            if self.replayed.get(k) != self.live.get(k, 0 if k in self.replayed else None)
         }
 
 

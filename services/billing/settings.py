@@ -21,6 +21,9 @@ class BillingSettings(CommonSettings):
     billing_faust_port: int = Field(default=6066, ge=1, le=65535, description="Faust's own (unused) web port")
     billing_snapshot_every_s: float = Field(default=5.0, gt=0, description="seconds between state snapshots")
     billing_batch_size: int = Field(default=5000, ge=1, description="input records per batch")
+    billing_allowance_tick_s: float = Field(
+        default=10.0, gt=0, description="seconds between looks for allowances due (allowance plans)"
+    )
     billing_alarm_level1_fen: int = Field(default=2000, description="low-balance alarm level 1 (fen)")
     billing_alarm_level2_fen: int = Field(default=500, description="low-balance alarm level 2 (fen)")
     billing_timezone: str = Field(

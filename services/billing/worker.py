@@ -13,13 +13,23 @@ waits (in order, per meter) until its meter is registered, assigned to an accoun
 tariff of that account is known, and a money fact or a tariff change waits until its account is
 opened. The domain charges by event time, so a reading applied late gives the same charge as one
 applied at once.
+
+Allowance plans (:mod:`~services.billing.domain.allowances`) are the one thing billing does on a
+clock: :meth:`BillingState.tick` emits the allowances due onto mf.billing, billing's own input,
+where they are folded like any allowance (and a replay finds them in the log). A grant emitted is
+not emitted again until it comes back (or :data:`PENDING_RETRY_S` passes); after a restore none is
+emitted until mf.billing is applied up to where it ended then, so grants already in the log are
+seen first. Either way a repeat carries the same id and the ledger drops it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event
@@ -28,17 +38,20 @@ from libs.events.billing import (
     AccountOpened,
     AccountTariffChanged,
     AlarmThresholdsSet,
+    AllowanceAccepted,
+    AllowancePlanSet,
     TariffPublished,
 )
 from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
+from services.billing.domain import allowances
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
 from services.billing.domain.books import MONEY, Books
 from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 5  # bump when the books' shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 6  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 # Billing's own outputs (on mf.ledger, which billing does not read; on mf.billing in logs written
@@ -47,16 +60,29 @@ OWN_OUTPUTS = frozenset(cls.TYPE for cls in LEDGER_FACTS)
 ACCOUNT_FACTS = (*MONEY, AccountTariffChanged)  # wait, in order, until their account is opened
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
+EndOffsets = Callable[[], Awaitable[dict[str, int]]]  # "mf.billing:<partition>" → end offset
+PENDING_RETRY_S = 300.0  # an allowance emitted but not back by then is emitted again (same id)
+REPLAY_QUIET_S = 30.0  # no end offsets, or an undecodable last record: caught up once this quiet
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BillingState:
     """Handler and partition state of the billing processor."""
 
     def __init__(
-        self, alarm_config: AlarmConfig | None = None, freeze_schedule: FreezeSchedule | None = None
+        self,
+        alarm_config: AlarmConfig | None = None,
+        freeze_schedule: FreezeSchedule | None = None,
+        clock: Callable[[], float] | None = None,
+        end_offsets: EndOffsets | None = None,
     ) -> None:
+        """``clock`` (epoch seconds) replaces the processor's time in :meth:`tick` (tests);
+        ``end_offsets`` reads mf.billing's end offsets (None: never hold allowances back)."""
         self.alarm_config = alarm_config or AlarmConfig()
         self.freeze_schedule = freeze_schedule or FreezeSchedule()
+        self.clock, self.end_offsets = clock, end_offsets
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.generation = 0  # of restores: an end-offset read of an earlier one is dropped
         self.codec = Codec()
         self.applied = 0
         self.dropped = 0
@@ -66,18 +92,26 @@ class BillingState:
         self.books = Books(self.alarm_config, freeze_schedule=self.freeze_schedule)
         self.registered: set[tuple[str, str]] = set()  # (project, meter)
         self.waiting: dict[str, list[Event]] = {}
+        self.plans: dict[allowances.Key, allowances.Plan] = {}
+        self.positions: dict[str, int] = {}  # "mf.billing:<partition>" → next offset folded
+        self.replaying = False  # allowances held until mf.billing is applied up to ``ends``
+        self.ends: dict[str, int] | None = None
+        self.last_historic = 0.0  # monotonic time of the latest record below ``ends``
+        self.pending: dict[str, float] = {}  # allowance id emitted → when (monotonic), until back
+        self.quiet_until = EPOCH  # no allowance falls due before, unless a fact changes the books
 
     def restore(self, partition: int, blob: bytes | None) -> None:
         """Load the books from a snapshot (or start empty: the log is replayed)."""
         self._reset()
         doc = pickle.loads(blob) if blob else None
-        if isinstance(doc, tuple) and len(doc) == 4 and doc[0] == SNAPSHOT_VERSION:
-            _, self.books, self.registered, self.waiting = doc
+        if isinstance(doc, tuple) and len(doc) == 6 and doc[0] == SNAPSHOT_VERSION:
+            _, self.books, self.registered, self.waiting, self.plans, self.positions = doc
         elif doc is not None:
             log.warning("billing: snapshot of an older version ignored; rebuilding from the event log")
             raise SnapshotRejected
         # configuration wins over the snapshot's
         self.books.alarm_config, self.books.freeze_schedule = self.alarm_config, self.freeze_schedule
+        self._begin_replay()
 
     def snapshot(self, partition: int) -> Callable[[], bytes]:
         """The books as bytes, pickled later from a shallow copy taken now (consistent: entries
@@ -87,6 +121,8 @@ class BillingState:
             self.books.copy(),
             set(self.registered),
             {k: list(v) for k, v in self.waiting.items()},
+            dict(self.plans),
+            dict(self.positions),
         )
         return lambda: pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -98,12 +134,41 @@ class BillingState:
         """Fold every event of the batch; return the facts billing emits, encoded."""
         out: list[Event] = []
         for record in batch:
+            if record.topic == BILLING.name:
+                self._position(record)
             for fact in record.events:
                 out += self.fold(fact)
+        return self._encode(out)
+
+    def _encode(self, out: list[Event]) -> list[Outbound]:
         # Packed per partition (one message per topic-partition and batch, not one per fact): a
         # reading causes two or more facts, and one produce call per fact would cap the worker.
         packed = pack_events(out, PARTITIONS.__getitem__, codec=self.codec)
         return [Outbound(topic, m.key, m.value, m.partition) for topic, m in packed]
+
+    def tick(self, now: float) -> list[Outbound]:
+        """The allowances due at ``now`` (or the injected clock's time), encoded."""
+        if not self._caught_up():
+            return []
+        at = datetime.fromtimestamp(self.clock() if self.clock is not None else now, UTC)
+        return self._encode(list(self.allowances_due(at)))
+
+    def allowances_due(self, now: datetime) -> list[AllowanceAccepted]:
+        """The allowances the plans call for at ``now``, less those emitted and not back yet."""
+        if now < self.quiet_until and not self.pending:
+            return []  # nothing changed and no period began since the last look
+        at, fresh, pending = time.monotonic(), [], {}
+        for grant in allowances.due(self.plans, self.books.accounts, now):
+            emitted = self.pending.get(grant.event_id)
+            if emitted is None or at - emitted >= PENDING_RETRY_S:
+                fresh.append(grant)
+                emitted = at
+            pending[grant.event_id] = emitted
+        self.pending = pending  # only what is still due stays (the rest came back, or its plan stopped)
+        self.quiet_until = allowances.next_due(self.plans, now)
+        if fresh:
+            log.info("billing: %d allowances of allowance plans due at %s", len(fresh), now.isoformat())
+        return fresh
 
     def fold(self, fact: Event) -> list[Event]:
         """Apply one fact now, or queue it behind what it waits for; return what it caused."""
@@ -126,6 +191,12 @@ class BillingState:
         if isinstance(fact, MeterRegistered):
             self.registered.add((fact.project_id, fact.meter_id))
         self.applied += 1
+        if isinstance(fact, AllowancePlanSet):
+            self.plans = allowances.apply(self.plans, fact)
+        elif isinstance(fact, AllowanceAccepted):
+            self.pending.pop(fact.event_id, None)
+        if isinstance(fact, (AllowancePlanSet, AccountOpened, AccountTariffChanged)):
+            self.quiet_until = EPOCH  # who is granted what may have changed: look again
         return self.books.handle(fact)
 
     def _queue_key(self, fact: Event) -> str:
@@ -161,6 +232,45 @@ class BillingState:
             for fact in self.waiting.pop(key):
                 out += self._apply(fact)
         return out
+
+    # --- holding allowances back until the log is applied ---------------------------------------
+    def _position(self, record: Inbound) -> None:
+        key = f"{record.topic}:{record.partition}"
+        self.positions[key] = record.offset + 1
+        if self.replaying and (self.ends is None or record.offset < self.ends.get(key, 0)):
+            self.last_historic = time.monotonic()
+
+    def _begin_replay(self) -> None:
+        if self.end_offsets is None:
+            return
+        self.generation += 1
+        self.replaying, self.ends, self.last_historic = True, None, time.monotonic()
+        self._read_ends(self.end_offsets, self.generation)
+
+    def _read_ends(self, end_offsets: EndOffsets, generation: int) -> None:
+        async def read() -> None:
+            try:
+                ends = await end_offsets()
+            except Exception:  # the quiet period still ends the hold
+                log.exception("billing: reading mf.billing's end offsets failed")
+                return
+            if generation == self.generation:
+                self.ends = ends
+
+        task = asyncio.ensure_future(read())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _caught_up(self) -> bool:
+        """Whether mf.billing is applied up to its end at the restore (or has been quiet since)."""
+        if not self.replaying:
+            return True
+        done = self.ends is not None and all(self.positions.get(k, 0) >= e for k, e in self.ends.items())
+        if not done and time.monotonic() - self.last_historic < REPLAY_QUIET_S:
+            return False
+        self.replaying = False
+        log.info("billing: mf.billing applied up to its end at restore; allowance plans run")
+        return True
 
 
 def alarm_config(level1_fen: int, level2_fen: int) -> AlarmConfig:

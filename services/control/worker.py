@@ -408,10 +408,28 @@ class ControlState:
         if request.batch_id in self.batches:
             return []
         self.batches[request.batch_id] = request
-        expanded = batches.expand(request)
+        expanded = batches.expand(request, self._batch_downloads(request))
         out = list(expanded)
         for fact in expanded:
             out += self.fold(fact)
+        return out
+
+    def _batch_downloads(self, request: BatchRequested) -> dict[str, dict[str, str]]:
+        """Issue prices (C5): the parameter download (C8) each meter of the batch would get now,
+        even when it was sent the same set before. Meters that keep no parameters get none."""
+        if request.operation is not batches.Operation.ISSUE_PRICES:
+            return {}
+        book = self.parameter_books.get(request.project_id) or parameters.ParameterBook(request.project_id)
+        now = max(request.time, book.clock)
+        out: dict[str, dict[str, str]] = {}
+        for meter_id in request.meter_ids:
+            if not self._keeps_parameters(request.project_id, meter_id):
+                continue
+            forced = replace(book, requested={m: p for m, p in book.requested.items() if m != meter_id})
+            owners = [a.account_id for a in book.accounts.values() if meter_id in a.meter_ids]
+            command = parameters.download(forced, owners[0], meter_id, request, now) if owners else None
+            if command is not None:
+                out[meter_id] = command.params
         return out
 
     # --- replay -------------------------------------------------------------------------------

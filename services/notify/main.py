@@ -126,7 +126,7 @@ class Notify:
 
 def build(settings: NotifySettings, bootstrap: str) -> Notify:
     """The Faust app with the decider attached, and the sender started as one of its tasks."""
-    state = NotifyState(max_age_s=settings.notify_max_age_s, command_attempts=settings.control_max_attempts)
+    state = NotifyState(max_age_s=settings.notify_max_age_s)
     app = make_app("meterflow-notify", bootstrap, settings.snapshot_dir / "faust", settings.notify_faust_port)
     processor = Processor(
         app, bootstrap, "notify", INPUTS, state, state, Snapshots(settings.snapshot_dir / "snapshots"),

@@ -1,5 +1,4 @@
-"""Settings of the notify service (env prefix ``MF_``, fields ``MF_NOTIFY_*``, and control's
-``MF_CONTROL_MAX_ATTEMPTS``, which the decider needs to know when a failed restore is final).
+"""Settings of the notify service (env prefix ``MF_``, fields ``MF_NOTIFY_*``).
 
 ``MF_NOTIFY_SMS_TEMPLATES`` / ``MF_NOTIFY_WECHAT_TEMPLATES`` map every notice template
 (:class:`libs.events.notify.Template`) to the provider's approved template code / id; a map that
@@ -40,11 +39,6 @@ class NotifySettings(CommonSettings):
     notify_state_dir: Path | None = Field(default=None, description="snapshots; default MF_STATE_DIR/notify")
     notify_snapshot_every_s: float = Field(default=5.0, gt=0, description="seconds between state snapshots")
     notify_max_age_s: float = Field(default=86_400.0, gt=0, description="facts older than this notify nobody")
-    control_max_attempts: int = Field(
-        default=3, ge=1, le=20,
-        description="control's attempts per command (the same MF_CONTROL_MAX_ATTEMPTS): a restore that "
-        "fails before the last one is retried, not told",
-    )  # fmt: skip
 
     notify_sms_provider: Literal["memory", "aliyun", "tencent"] = Field(
         default="memory", description="SMS gateway"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from libs.events.billing import AlarmCleared, AlarmKind, AlarmRaised, BalanceChanged, RechargeAccepted
-from libs.events.control import Action, CommandAcknowledged, CommandFailed
+from libs.events.control import Action, CommandAbandoned, CommandAcknowledged, Outcome
 from libs.events.notify import Template
 
 __all__ = ["TEXTS", "Fact", "Notice", "Template", "notice_for", "render", "yuan"]
@@ -127,9 +127,9 @@ _FAILED = {
     Action.CLOSE: Template.POWER_RESTORE_FAILED,
     Action.VALVE_OPEN: Template.VALVE_OPEN_FAILED,
 }
-_FAILED_BY_NAME = {action.value: template for action, template in _FAILED.items()}
+_GAVE_UP = frozenset({Outcome.FAILED, Outcome.TIMED_OUT})  # superseded: a newer command follows
 
-Fact = AlarmRaised | AlarmCleared | RechargeAccepted | BalanceChanged | CommandAcknowledged | CommandFailed
+Fact = AlarmRaised | AlarmCleared | RechargeAccepted | BalanceChanged | CommandAcknowledged | CommandAbandoned
 
 
 def notice_for(fact: Fact, *, balance_fen: int | None = None, action: Action | None = None) -> Notice | None:
@@ -138,21 +138,14 @@ def notice_for(fact: Fact, *, balance_fen: int | None = None, action: Action | N
     ``RechargeAccepted`` needs the ledger's ``balance_fen`` after it (else None: the
     ``BalanceChanged`` that follows carries it; both share the recharge's dedupe reference).
     ``CommandAcknowledged`` needs the command's ``action`` or a ``confirmed_state`` read back.
-    ``CommandFailed`` needs the command's ``action`` and must be the failure that ends the
-    command (the caller judges that: control retries most failures); a command that ends timed
-    out arrives as control's ``command_timeout`` alarm. Both use the command id as reference,
-    so a command that ends both ways is told once.
+    ``CommandAbandoned`` (control gave up: failed or timed out) of a close or valve open is told;
+    its reference is the command id.
     """
 
     def make(template: Template, params: dict[str, str], ref: str) -> Notice:
         return Notice(template, params, ref, fact.subject_id, fact.project_id, fact.correlation_id)
 
     if isinstance(fact, AlarmRaised):
-        if fact.kind is AlarmKind.COMMAND_TIMEOUT:
-            timed_out = _FAILED_BY_NAME.get(fact.details.get("action", ""))
-            if timed_out is None:
-                return None
-            return make(timed_out, {"meter": fact.subject_id}, fact.details.get("command_id", fact.alarm_id))
         template = _ALARMS.get(fact.kind)
         if template is None:
             return None
@@ -180,8 +173,8 @@ def notice_for(fact: Fact, *, balance_fen: int | None = None, action: Action | N
             return None
         params = {"amount": yuan(fact.delta_fen), "balance": yuan(fact.balance_fen)}
         return make(Template.RECHARGE_ARRIVED, params, fact.causation_id or fact.event_id)
-    if isinstance(fact, CommandFailed):
-        template = _FAILED.get(action) if action else None
+    if isinstance(fact, CommandAbandoned):
+        template = _FAILED.get(fact.action) if fact.outcome in _GAVE_UP else None
     else:
         template = _ACTIONS.get(action) if action else _STATES.get(fact.confirmed_state or "")
     if template is None:

@@ -15,11 +15,13 @@ restored" would only spend the recipient's rate limit ahead of the restore. An a
 unsubscribed from ``recharge_arrived`` is told the clearing. Other causes (allowance, adjustment,
 thresholds …) are told, and so are clearings that name no cause (billing's older facts).
 
-A restore (close, valve open) that fails is told once control gives up on it: control retries
-failures whose reason is in :data:`RETRIED_REASONS` until its last attempt
-(``MF_CONTROL_MAX_ATTEMPTS``, also read here), so the decider judges a failure the same way,
-after mapping a retry's id back to its command; a command that ends timed out arrives as
-control's ``command_timeout`` alarm.
+A restore (close, valve open) that fails is told once control gives up on it, which control
+publishes as ``CommandAbandoned`` (outcome failed or timed out; superseded tells nothing: a newer
+command on the switch follows). The decider does not judge failures itself: whether one is retried
+is control's rule. A log written before control published abandonments tells no restore failure
+(its failures and ``command_timeout`` alarms are not judged); control backfills the abandonments
+of its retained history when it first starts with them, stamped with their old time, so a recent
+one is still told and an old one is stale.
 
 Request ids come from :func:`services.notify.delivery.plan` (project, account, channel, template
 and the occurrence: alarm id, recharge event id, command id), so a redelivered or replayed fact
@@ -47,8 +49,8 @@ from libs.events.base import Event
 from libs.events.billing import AccountOpened, AlarmCleared, AlarmKind, AlarmRaised, BalanceChanged
 from libs.events.codec import Codec
 from libs.events.control import (
-    RETRIABLE_REASONS,
     Action,
+    CommandAbandoned,
     CommandAcknowledged,
     CommandFailed,
     CommandRequested,
@@ -66,8 +68,7 @@ MAX_REMEMBERED = 200_000  # emitted request ids kept for idempotency
 SNAPSHOT_VERSION = 2  # bump when the directory's shape changes: older snapshots are rebuilt from the log
 _TEMPLATE_NAMES = frozenset(t.value for t in Template)
 _BALANCE_ALARMS = frozenset({AlarmKind.BALANCE_LEVEL1, AlarmKind.BALANCE_LEVEL2, AlarmKind.ARREARS})
-RETRIED_REASONS = RETRIABLE_REASONS  # control's rule (libs/events/control.py), shared
-Answer = AlarmRaised | AlarmCleared | BalanceChanged | CommandAcknowledged | CommandFailed
+Answer = AlarmRaised | AlarmCleared | BalanceChanged | CommandAcknowledged | CommandAbandoned
 Key = tuple[str, str]  # (project id, id): account, meter and command ids are unique per project
 
 
@@ -113,15 +114,9 @@ def settings_from(current: AccountSettings, sub: SubscriptionSet) -> AccountSett
 class NotifyState:
     """Handler and partition state of the notify processor."""
 
-    def __init__(
-        self,
-        max_age_s: float = 86_400.0,
-        clock: Callable[[], float] = time.time,
-        command_attempts: int = 3,
-    ) -> None:
+    def __init__(self, max_age_s: float = 86_400.0, clock: Callable[[], float] = time.time) -> None:
         self.max_age_s = max_age_s
         self.clock = clock
-        self.command_attempts = command_attempts  # control's MF_CONTROL_MAX_ATTEMPTS
         self.codec = Codec()
         self.stale = 0
         self.dropped = 0
@@ -182,7 +177,11 @@ class NotifyState:
                 d.attempts[project, fact.command_id] = (retry_of, int(n) if n.isdigit() else 2)
             return []
         if isinstance(fact, CommandFailed):
-            return self._failed(fact)
+            if d.attempts.pop((project, fact.command_id), None) is not None:
+                d.commands.pop((project, fact.command_id), None)  # an attempt's own id is executed once
+            return []  # control judges it: a final one arrives as CommandAbandoned
+        if isinstance(fact, CommandAbandoned):
+            return self._notify(fact.meter_id, fact)
         if isinstance(fact, AlarmRaised):
             return self._notify(fact.subject_id, fact)
         if isinstance(fact, AlarmCleared):
@@ -195,19 +194,6 @@ class NotifyState:
                 d.commands.pop((project, attempt[0]), None)  # the command it carried is answered
             return self._notify(fact.meter_id, fact)
         return []
-
-    def _failed(self, fact: CommandFailed) -> list[NotificationRequested]:
-        """A failed attempt; once control will not try again, a failure of the command itself."""
-        d, project = self.directory, fact.project_id
-        command_id, attempt = d.attempts.pop((project, fact.command_id), (fact.command_id, fact.attempt))
-        action = d.commands.get((project, command_id)) or d.commands.get((project, fact.command_id))
-        if command_id != fact.command_id:
-            d.commands.pop((project, fact.command_id), None)  # an attempt's own id is executed once
-        retried = fact.will_retry or fact.reason.startswith(RETRIED_REASONS)
-        if retried and attempt < self.command_attempts:
-            return []
-        ended = fact.model_copy(update={"command_id": command_id, "attempt": attempt})
-        return self._notify(fact.meter_id, ended, action)
 
     def _cleared(self, fact: AlarmCleared) -> list[NotificationRequested]:
         """An alarm ended; of the balance alarms one balance change ends, the first is told, and
@@ -263,10 +249,9 @@ class NotifyState:
             log.warning("notify: more than %d facts wait for %s; dropped the oldest", MAX_WAITING, key)
         return []
 
-    def _notify(
-        self, subject: str, fact: Answer, action: Action | None = None
-    ) -> list[NotificationRequested]:
+    def _notify(self, subject: str, fact: Answer) -> list[NotificationRequested]:
         d = self.directory
+        action = None
         if isinstance(fact, CommandAcknowledged):
             action = d.commands.get((fact.project_id, fact.command_id))
         notice = notice_for(fact, action=action)
@@ -297,10 +282,8 @@ class NotifyState:
     def _answered(self, fact: Answer) -> None:
         """Forget a command once its outcome was told, or needed no telling."""
         commands, project = self.directory.commands, fact.project_id
-        if isinstance(fact, CommandAcknowledged | CommandFailed):
+        if isinstance(fact, CommandAcknowledged | CommandAbandoned):
             commands.pop((project, fact.command_id), None)
-        elif isinstance(fact, AlarmRaised) and fact.kind is AlarmKind.COMMAND_TIMEOUT:
-            commands.pop((project, fact.details.get("command_id", "")), None)
 
 
 def _hears_recharges(settings: AccountSettings) -> bool:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel
 from pydantic.fields import FieldInfo
 
-from libs.events.billing import AlarmThresholdsSet
+from libs.events.billing import AlarmThresholdsSet, AllowanceCycle, AllowancePlanSet
 from libs.events.control import TimeControl
 
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
@@ -41,11 +41,34 @@ SPECIAL[AlarmThresholdsSet] = st.builds(  # level 2 <= level 1
     event_id=_text, project_id=_text, subject_id=_text, time=_aware,
     account_id=st.none() | _text, operator_id=_text,
 )  # fmt: skip
+_MONTH_DAYS = st.dates(min_value=date(2001, 1, 1), max_value=date(2001, 12, 31)).map(
+    lambda d: d.strftime("%m-%d")
+)
+SPECIAL[AllowancePlanSet] = st.one_of(  # yearly plans name their starts (MM-DD), monthly ones none
+    st.builds(
+        AllowancePlanSet, cycle=st.just(AllowanceCycle.YEARLY), starts=st.lists(_MONTH_DAYS, min_size=1, max_size=4).map(tuple),
+        **{name: _text for name in ("event_id", "project_id", "subject_id", "plan_id", "operator_id")},
+        amount_fen=st.integers(min_value=1, max_value=10**9), tz=_ZONES, time=_aware,
+        tariff_ids=st.lists(_text, max_size=2).map(tuple), account_ids=st.lists(_text, max_size=2).map(tuple),
+        effective_from=st.none() | _aware, active=st.booleans(), reason=st.text(max_size=10),
+    ),
+    st.builds(
+        AllowancePlanSet, cycle=st.just(AllowanceCycle.MONTHLY),
+        **{name: _text for name in ("event_id", "project_id", "subject_id", "plan_id", "operator_id")},
+        amount_fen=st.integers(min_value=1, max_value=10**9), tz=_ZONES, time=_aware,
+    ),
+)  # fmt: skip
 SPECIAL_SAMPLES: dict[type[BaseModel], Any] = {
     TimeControl: TimeControl(
         off="30 23 * * 0-4", on="30 6 * * *", tz="Asia/Shanghai", holidays=frozenset({date(2026, 10, 1)})
     ),
-}
+    AllowancePlanSet: AllowancePlanSet(
+        event_id="event_id-1", project_id="project_id-1", subject_id="plan-1", plan_id="plan-1", amount_fen=3000,
+        cycle=AllowanceCycle.YEARLY, starts=("02-20", "09-01"), tz="Asia/Shanghai", tariff_ids=("t1",),
+        account_ids=("a1",), effective_from=datetime(2026, 11, 21, 8, 30, 15, 250000, tzinfo=UTC),
+        operator_id="operator_id-1", reason="reason-1", time=datetime(2026, 11, 21, 8, 30, 15, 250000, tzinfo=UTC),
+    ),
+}  # fmt: skip
 
 
 def _bounds(info: FieldInfo | None) -> dict[str, Any]:

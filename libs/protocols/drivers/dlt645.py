@@ -1,4 +1,5 @@
-"""DL/T 645-2007 and -1997 drivers: block reads, relay control (2007), broadcast time sync.
+"""DL/T 645-2007 and -1997 drivers: block reads, relay control, parameter writes and meter clear
+(2007), broadcast time sync.
 
 Quantities map to data identifiers in one table per edition. Energy is read as a block
 (2007 ``0001FF00``, 1997 ``901F``: total + the meter's rates in one transaction), phase values
@@ -30,6 +31,7 @@ from libs.protocols.drivers.base import (
     run_plan,
     to_fen,
 )
+from libs.protocols.errors import FrameError
 from libs.protocols.transaction import Bus, Priority
 
 CHINA = timezone(timedelta(hours=8))
@@ -285,6 +287,34 @@ class Dlt645Driver:
         if ack.error:
             names = link.error_names(ack.error_code or 0, dlt645.ERRORS)
             raise CommandRejected(f"relay {action.name.lower()} {addr}", ",".join(names), ack)
+        return ack
+
+    async def clear(self, bus: Bus, address: str, operator: str | None = None) -> dlt645.Frame:
+        """Meter clear 1AH (电表清零) with the model's password; ``operator`` (8 hex digits, C3..C0)
+        defaults to the model's operator code. Returns the 9AH acknowledgement; CommandRejected
+        carries an abnormal reply (DAH), ValueError an operator code that is not 8 hex digits.
+
+        The meter zeroes its energy registers, demand, freezes and event records: read the
+        registers before (they are gone after) and again after, to confirm.
+        """
+        if self.edition is not EDITION_2007:
+            raise NotImplementedError("DL/T 645-1997 meter clear is not supported")
+        addr = address.zfill(12)
+        try:
+            request = dlt645.meter_clear(addr, self.password, operator or self.operator)
+        except FrameError as exc:
+            raise ValueError(str(exc)) from None
+        ack: dlt645.Frame = await bus.transact(
+            dlt645.encode(request),
+            reply_size=PREAMBLE + 13,  # 9AH without data; DAH with its error byte
+            accept=lambda f: bool(
+                f.reply and f.address == addr and f.function == dlt645.Function.METER_CLEAR
+            ),
+            priority=Priority.COMMAND,
+        )
+        if ack.error:
+            names = link.error_names(ack.error_code or 0, dlt645.ERRORS)
+            raise CommandRejected(f"meter clear {addr}", ",".join(names), ack)
         return ack
 
     async def write_parameters(self, bus: Bus, address: str, params: dict[str, str]) -> dict[str, Decimal]:

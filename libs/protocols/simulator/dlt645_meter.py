@@ -10,7 +10,9 @@ read 11H (in parts with read-follow-up 12H when the reply exceeds the model's
 items, with the model's password), freeze 16H (99999999: freeze now, also as a broadcast; other
 patterns set the timed-freeze schedule), baud change 17H (the reply goes out at the old speed,
 then the meter listens at the new one), relay control 1CH (with the model's password; expired
-commands refused; keep-power blocks trips).
+commands refused; keep-power blocks trips), meter clear 1AH (with the model's password: energy
+registers and freezes to zero, see :meth:`MeterState.clear`). Event clear 1BH is not served: the
+simulated meter keeps no event records (the abnormal reply says so).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Dlt645Meter:
         self.follow = fn.READ_FOLLOW if edition_2007 else None
         self.write = fn.WRITE if edition_2007 else None
         self.change_baud = fn.CHANGE_BAUD if edition_2007 else None
+        self.meter_clear = fn.METER_CLEAR if edition_2007 else None
         self.pending: dict[str, list[Any]] = {}  # DI -> reply parts still to fetch with 12H
 
     def matches(self, address: str) -> bool:
@@ -133,6 +136,9 @@ class Dlt645Meter:
             return codec.error_reply(address, fn, code) if code else codec.Frame(address, 0x80 | fn)
         if fn == self.write:
             code = self._write(frame)
+            return codec.error_reply(address, fn, code) if code else codec.Frame(address, 0x80 | fn)
+        if fn == self.meter_clear:
+            code = self._clear(frame)
             return codec.error_reply(address, fn, code) if code else codec.Frame(address, 0x80 | fn)
         if fn == self.freeze:
             code = self._freeze(frame)
@@ -200,6 +206,17 @@ class Dlt645Meter:
         elif (match := _PRICE.match(item.name)) and isinstance(value, Decimal):
             state.tariff_prices[RATE_INDEX[match.group(1)]] = float(value)
         state.settings[item.name] = value
+        return 0
+
+    def _clear(self, frame: Frame) -> int:
+        """Carry out a 1AH meter clear; return 0 or the error-status byte."""
+        try:
+            command = dlt645.clear_command(frame)
+        except FrameError:
+            return ERR_OTHER
+        if command.password.upper() != self.model.password.upper():
+            return ERR_UNAUTHORISED
+        self.state.clear()
         return 0
 
     def _freeze(self, frame: Frame) -> int:

@@ -69,6 +69,7 @@ class MeterState:
     keep_power: bool = False  # DL/T 645 保电: blocks automatic trips
     alarm: bool = False
     replaced_count: int = 0
+    clear_count: int = 0  # DL/T 645-2007 meter clears carried out (电表清零总次数, 03300100)
     frozen_daily: dict[date, Snapshot] = field(default_factory=dict)
     frozen_monthly: dict[tuple[int, int], Snapshot] = field(default_factory=dict)
     clock_offset: timedelta = timedelta(0)  # meter clock minus true time at drift_since
@@ -221,6 +222,21 @@ class MeterState:
         """Fault helper: put the total register at ``value`` (e.g. 999999.5 to see a rollover)."""
         self.advance()
         self.total = value % ROLLOVER
+
+    def clear(self) -> None:
+        """DL/T 645-2007 meter clear 1AH: energy registers and freezes restart at zero.
+
+        Accounts up to now first. The relay, the clock, written parameters and the prepaid
+        wallet (balance, purchase count: ESAM-secured on real meters, not named by 1AH) stay.
+        """
+        self.advance()
+        self.total = 0.0
+        self.rates = dict.fromkeys(RATES, 0.0)
+        self.reactive = 0.0
+        self.frozen_daily.clear()
+        self.frozen_instant.clear()
+        self.frozen_monthly.clear()
+        self.clear_count += 1
 
     def replace(self, new_address: str | None = None) -> None:
         """Fault: the meter was swapped for a new one; registers, freezes and counts restart."""

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from services.api import commands
+from services.api.command_status import STATUSES
 from services.api.context import ApiDep
 from services.api.lookups import command_out, find, in_scope
 from services.api.pagination import Page, Paging, paginate
@@ -51,11 +52,13 @@ async def list_commands(
     page: Paging,
     request: Request,
     meter_id: Annotated[str | None, Query(max_length=64)] = None,
-    status: Annotated[str | None, Query(pattern="^(requested|sent|acknowledged|failed)$")] = None,
+    status: Annotated[str | None, Query(pattern=f"^({'|'.join(STATUSES)})$")] = None,
+    final: bool | None = None,
 ) -> Page[CommandOut]:
+    """Commands, oldest first; ``status=failed&final=true``: those control gave up on."""
     items = [
         c for c in in_scope(scope, api.views.commands)
-        if meter_id in (None, c.meter_id) and status in (None, c.status)
+        if meter_id in (None, c.meter_id) and status in (None, c.status) and final in (None, c.final)
     ]  # fmt: skip
     items.sort(key=lambda c: c.requested_at)
     return paginate(request, items, page, command_out)

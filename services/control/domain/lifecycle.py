@@ -16,6 +16,11 @@ A command is *pending* (requested, waiting for its next attempt) → *sent* (att
 - **Acknowledged is final**: nothing but an acknowledgement changes an acknowledged command;
   a late acknowledgement of a superseded / failed / timed-out command is recorded (the meter did
   act) and updates the channel's confirmed state if it is the latest confirmation.
+- **Abandonment is a fact**: a command that ends failed, timed out or superseded is listed in
+  ``unreported`` until its ``CommandAbandoned`` (from :func:`abandonments`, with an id derived
+  from the command id) is applied — as the worker emits it, or as it comes back from the log in a
+  replay — or until it is acknowledged after all. So each such end is published once, and the
+  retry rule (:class:`RetryPolicy`, ``RETRIABLE_REASONS``) stays control's alone.
 - **Idempotent**: a redelivered event (same event id) changes nothing; ids of emitted facts are
   derived from the command id and attempt, so re-deciding emits the same ids.
 - **Bounded**: a channel keeps its newest ``KEEP_ENDED`` ended commands (with their audit); an
@@ -35,11 +40,13 @@ from libs.events.base import Event, event_id_for
 from libs.events.billing import AlarmKind, AlarmRaised
 from libs.events.control import (
     Action,
+    CommandAbandoned,
     CommandAcknowledged,
     CommandFailed,
     CommandRequested,
     CommandSent,
     CommandTimedOut,
+    Outcome,
 )
 
 
@@ -53,6 +60,8 @@ class Status(StrEnum):
 
 
 ENDED = frozenset({Status.ACKNOWLEDGED, Status.FAILED, Status.TIMED_OUT, Status.SUPERSEDED})
+ABANDONED = {Status.FAILED: Outcome.FAILED, Status.TIMED_OUT: Outcome.TIMED_OUT,
+             Status.SUPERSEDED: Outcome.SUPERSEDED}  # fmt: skip
 KEEP_ENDED = 32  # per meter and channel
 RECENT_IDS = 256  # per meter
 CHANNELS = {
@@ -124,6 +133,7 @@ class MeterCommands:
     commands: dict[str, CommandView] = field(default_factory=dict)
     channels: dict[str, ChannelView] = field(default_factory=dict)
     seen: tuple[str, ...] = ()  # ids of the last RECENT_IDS facts
+    unreported: tuple[str, ...] = ()  # commands ended unacknowledged, without a CommandAbandoned yet
 
 
 def _move(
@@ -143,11 +153,12 @@ def _on_request(state: MeterCommands, req: CommandRequested) -> MeterCommands:
     deadline = req.time + timedelta(seconds=state.policy.command_timeout_s)
     if req.expires_at is not None:
         deadline = min(deadline, req.expires_at)
-    commands = dict(state.commands)
+    commands, unreported = dict(state.commands), state.unreported
     old = state.channels.get(channel, ChannelView())
     if old.pending is not None and commands[old.pending].status not in ENDED:
         reason = f"superseded by {req.command_id}"
         commands[old.pending] = _move(commands[old.pending], req, Status.SUPERSEDED, req.requested_by, reason)
+        unreported = (*unreported, old.pending)
     record = AuditRecord(
         req.command_id, req.event_id, req.time, None, Status.PENDING, req.requested_by, req.reason
     )
@@ -155,7 +166,7 @@ def _on_request(state: MeterCommands, req: CommandRequested) -> MeterCommands:
         req, channel, Status.PENDING, deadline, 0, None, req.time, (record,)
     )
     channels = {**state.channels, channel: replace(old, pending=req.command_id, pending_since=req.time)}
-    return replace(state, commands=commands, channels=channels)
+    return replace(state, commands=commands, channels=channels, unreported=unreported)
 
 
 def _end_pending(state: MeterCommands, view: CommandView) -> dict[str, ChannelView]:
@@ -167,10 +178,14 @@ def _end_pending(state: MeterCommands, view: CommandView) -> dict[str, ChannelVi
 
 def _transition(state: MeterCommands, view: CommandView, event: Event) -> MeterCommands:
     """The command view (and channel) after a sender / meter / timeout fact."""
-    policy, channels = state.policy, state.channels
+    policy, channels, unreported = state.policy, state.channels, state.unreported
+    cid = view.request.command_id
+    if isinstance(event, CommandAbandoned):
+        return replace(state, unreported=tuple(c for c in unreported if c != cid))
     if isinstance(event, CommandAcknowledged):
         if view.status is Status.ACKNOWLEDGED:
             return state
+        unreported = tuple(c for c in unreported if c != cid)  # the meter did act after all
         view = _move(view, event, Status.ACKNOWLEDGED, "meter", event.confirmed_state or "acknowledged")
         channels = _end_pending(state, view)
         ch = channels.get(view.channel, ChannelView())
@@ -210,9 +225,11 @@ def _transition(state: MeterCommands, view: CommandView, event: Event) -> MeterC
             final = Status.TIMED_OUT if isinstance(event, CommandTimedOut) else Status.FAILED
             view = _move(view, event, final, actor, reason, next_attempt_at=None)
             channels = _end_pending(state, view)
+            unreported = (*unreported, cid)
     else:
         return state
-    return replace(state, commands={**state.commands, view.request.command_id: view}, channels=channels)
+    commands = {**state.commands, cid: view}
+    return replace(state, commands=commands, channels=channels, unreported=unreported)
 
 
 def apply(state: MeterCommands, event: Event) -> MeterCommands:
@@ -245,6 +262,7 @@ def _drop_old(state: MeterCommands, channel: str) -> MeterCommands:
         state,
         commands={cid: v for cid, v in state.commands.items() if cid not in gone},
         channels={**state.channels, channel: replace(ch, dropped_up_to=newest)},
+        unreported=tuple(cid for cid in state.unreported if cid not in gone),
     )
 
 
@@ -290,6 +308,36 @@ def decide(state: MeterCommands, now: datetime) -> list[Event]:
                 subject_id=state.meter_id,
                 causation_id=view.request.event_id,
                 correlation_id=env["correlation_id"],
+            )
+        )
+    return out
+
+
+def abandonments(state: MeterCommands) -> list[CommandAbandoned]:
+    """A ``CommandAbandoned`` for each command that ended failed, timed out or superseded and has
+    none yet; apply them, like every fact of this fold. Each is stamped with the time of the fact
+    that ended the command (its cause) and has an id derived from the command id, so deciding again
+    — a replay, a restart — gives the same fact."""
+    out = []
+    for cid in state.unreported:
+        view = state.commands[cid]
+        end = view.audit[-1]  # an ended command changes no more, but for a late acknowledgement
+        req = view.request
+        out.append(
+            CommandAbandoned(
+                event_id=event_id_for(state.project_id, "command_abandoned", cid),
+                project_id=state.project_id,
+                subject_id=state.meter_id,
+                time=end.at,
+                causation_id=end.event_id,
+                correlation_id=req.correlation_id or req.event_id,
+                command_id=cid,
+                meter_id=state.meter_id,
+                action=req.action,
+                outcome=ABANDONED[view.status],
+                attempts=view.attempt,
+                reason=end.reason,
+                requested_by=req.requested_by,
             )
         )
     return out

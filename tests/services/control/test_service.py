@@ -2,8 +2,8 @@
 
 Arrears alarms trip an account's meters (not the one under keep-power), acknowledgements make the
 relay state known over HTTP, a failing meter is retried with backoff until its attempts time out
-into an alarm, the clear closes the relays, and after a SIGKILL and a replay of the whole log
-without a snapshot nothing control emits carries a new id.
+into an alarm and one ``CommandAbandoned``, the clear closes the relays, and after a SIGKILL and a
+replay of the whole log without a snapshot nothing control emits carries a new id.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ from libs.events.base import Event, utcnow
 from libs.events.billing import AlarmKind, BillingMode
 from libs.events.control import (
     Action,
+    CommandAbandoned,
     CommandAcknowledged,
     CommandFailed,
     CommandRequested,
     CommandSent,
     CommandTimedOut,
+    Outcome,
 )
 from libs.events.topics import ALARMS, CATALOGUE, COMMANDS
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
@@ -103,8 +105,9 @@ class Log:
         return found
 
     def emitted_ids(self) -> set[str]:
-        """Ids of every fact control produces (commands, their retries, timeouts, timeout alarms)."""
-        mine = (CommandRequested, CommandTimedOut)
+        """Ids of every fact control produces (commands, their retries, timeouts, timeout alarms,
+        abandonments)."""
+        mine = (CommandRequested, CommandTimedOut, CommandAbandoned)
         return {
             e.event_id
             for e in self.events
@@ -229,6 +232,10 @@ async def test_arrears_trip_retry_timeout_restore_and_replay(
             (failed,) = log.of(CommandFailed, command_id=trip2.command_id)
             timeouts = log.of(CommandTimedOut, command_id=trip2.command_id)
             assert [t.attempt for t in timeouts] == [2, 3]
+            (ended,) = await log.wait_for(CommandAbandoned, command_id=trip2.command_id)
+            assert (ended.outcome, ended.attempts) == (Outcome.TIMED_OUT, 3)
+            assert ended.causation_id == timeouts[-1].event_id
+            assert (ended.action, ended.requested_by, ended.meter_id) == (Action.TRIP, "policy:prepaid", "m2")
             assert (retries[0].time - failed.time).total_seconds() >= 1  # backoff 1 s
             assert (retries[1].time - timeouts[0].time).total_seconds() >= 2  # then 2 s
             view = await get(http, f"/commands/{trip2.command_id}")
@@ -258,6 +265,7 @@ async def test_arrears_trip_retry_timeout_restore_and_replay(
             assert log.emitted_ids() == before
             assert (await get(http, "/meters/m2/relay"))["state"] == "on"
             assert (await get(http, f"/commands/{trip2.command_id}"))["status"] == "timed_out"
+            assert log.of(CommandAbandoned) == [ended]  # the only command control gave up on, once
             stopping.set()
     finally:
         stop(worker)

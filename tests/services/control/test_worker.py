@@ -124,7 +124,7 @@ def test_failed_command_is_retried_with_backoff_then_times_out_into_an_alarm() -
     state.fold(sender(third, CommandSent, t3, attempt=1))
     out = state.due(t3 + timedelta(seconds=30))
     kinds = [(type(e).__name__, getattr(e, "attempt", None)) for e in out]
-    assert kinds == [("CommandTimedOut", 3), ("AlarmRaised", None)]
+    assert kinds == [("CommandTimedOut", 3), ("AlarmRaised", None), ("CommandAbandoned", None)]
     alarm = out[1]
     assert isinstance(alarm, AlarmRaised) and alarm.kind is AlarmKind.COMMAND_TIMEOUT
     assert alarm.subject_id == "m1" and alarm.details["command_id"] == trip.command_id
@@ -146,7 +146,7 @@ def test_an_unsent_command_times_out_at_its_deadline() -> None:
     (trip,) = requests(state.fold(raised("a1", T, meters="m1")))
     assert state.due(T + timedelta(seconds=899)) == []
     out = state.due(T + timedelta(seconds=900))
-    assert [type(e).__name__ for e in out] == ["CommandTimedOut", "AlarmRaised"]
+    assert [type(e).__name__ for e in out] == ["CommandTimedOut", "AlarmRaised", "CommandAbandoned"]
     assert out[0].event_id != trip.event_id and getattr(out[0], "command_id", "") == trip.command_id
 
 
@@ -197,8 +197,8 @@ def test_a_batch_is_expanded_once_into_commands_and_policy_facts() -> None:
                            operator_id="op-2")  # fmt: skip
     out = state.fold(batch)
     assert [(c.meter_id, c.action, c.requested_by) for c in requests(out)] == [
-        ("m1", Action.SET_PARAMETER, "op-2"),
-        ("m2", Action.SET_PARAMETER, "op-2"),
+        ("m1", Action.CLEAR, "op-2"),
+        ("m2", Action.CLEAR, "op-2"),
     ]
     assert state.fold(batch) == []
     assert all(state.command(c.command_id) is not None for c in requests(out))

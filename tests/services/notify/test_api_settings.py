@@ -11,9 +11,16 @@ import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from libs.events import AccountOpened, AlarmRaised, CommandFailed, CommandRequested, NotificationRequested
+from libs.events import (
+    AccountOpened,
+    AlarmRaised,
+    CommandAbandoned,
+    CommandFailed,
+    CommandRequested,
+    NotificationRequested,
+)
 from libs.events.billing import AlarmKind, BillingMode
-from libs.events.control import Action
+from libs.events.control import Action, Outcome
 from libs.events.topics import BILLING, NOTIFICATIONS
 from libs.stack.broker import EmbeddedBroker
 from services.notify.testing.provider_server import ProviderServer
@@ -67,6 +74,11 @@ async def test_settings_put_through_the_api_decide_what_is_sent(
         project_id=PROJECT, subject_id="m1", command_id="cmd-1", meter_id="m1", attempt=1,
         reason="rejected: relay fault", will_retry=False, time=clock(),
     )  # fmt: skip
+    gave_up = CommandAbandoned(  # control's verdict on the refusal
+        project_id=PROJECT, subject_id="m1", command_id="cmd-1", meter_id="m1", action=Action.CLOSE,
+        outcome=Outcome.FAILED, attempts=1, reason=refused.reason, requested_by=close.requested_by,
+        causation_id=refused.event_id, time=clock(),
+    )  # fmt: skip
     other = opened.model_copy(
         update={
             "event_id": "opened-p-other",
@@ -87,6 +99,7 @@ async def test_settings_put_through_the_api_decide_what_is_sent(
                 alarm(clock, AlarmKind.ARREARS, -500, OTHER),  # every notice, both channels
                 close,
                 refused,
+                gave_up,
             )
             await eventually(lambda: sender.stats.delivered == 4, what="three WeChat messages and an SMS")
             await asyncio.sleep(0.5)

@@ -61,11 +61,3 @@ def test_a_map_written_before_the_alarm_clear_and_restore_failure_notices_names_
     older = {t: code for t, code in defaults.notify_sms_templates.items() if t not in NEW}
     with pytest.raises(ConfigError, match=re.escape(f"MF_NOTIFY_SMS_TEMPLATES: unknown [], missing {NEW}")):
         load(NotifySettings, notify_sms_templates=older)
-
-
-def test_control_max_attempts_is_read_from_controls_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MF_CONTROL_MAX_ATTEMPTS", "5")
-    assert load(NotifySettings).control_max_attempts == 5
-    monkeypatch.setenv("MF_CONTROL_MAX_ATTEMPTS", "0")
-    with pytest.raises(ConfigError, match="MF_CONTROL_MAX_ATTEMPTS"):
-        load(NotifySettings)

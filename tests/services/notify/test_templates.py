@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from libs.events.billing import AlarmCleared, AlarmKind, AlarmRaised, BalanceChanged, RechargeAccepted
-from libs.events.control import Action, CommandAcknowledged, CommandFailed
+from libs.events.control import Action, CommandAbandoned, CommandAcknowledged, Outcome
 from libs.events.notify import Locale
 from services.notify.templates import TEXTS, Template, notice_for, render, yuan
 
@@ -173,10 +173,10 @@ def test_clearings_the_holder_need_not_hear_give_none(kind):
     assert notice_for(cleared(kind)) is None
 
 
-def failed(reason: str = "no_reply: timeout") -> CommandFailed:
-    return CommandFailed(
-        project_id="p1", subject_id="m-1", command_id="c-1", meter_id="m-1", attempt=3, reason=reason,
-        will_retry=False,
+def abandoned(action: Action, outcome: Outcome = Outcome.FAILED) -> CommandAbandoned:
+    return CommandAbandoned(
+        project_id="p1", subject_id="m-1", command_id="c-1", meter_id="m-1", action=action, outcome=outcome,
+        attempts=3, reason="no_reply: timeout", requested_by="policy:prepaid",
     )  # fmt: skip
 
 
@@ -190,22 +190,19 @@ def failed(reason: str = "no_reply: timeout") -> CommandFailed:
     ],
 )  # fmt: skip
 def test_a_restore_that_failed_or_timed_out(action, zh, en):
-    notice = notice_for(failed(), action=action)
+    notice = notice_for(abandoned(action))
     assert notice is not None and notice.dedupe_ref == "c-1"
     assert render(notice.template, "zh", notice.params, "A") == zh
     assert render(notice.template, "en", notice.params, "A") == en
-    timeout = AlarmRaised(
-        project_id="p1", subject_id="m-1", alarm_id="al-t", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
-        message="not confirmed in time", details={"command_id": "c-1", "action": action.value, "attempts": "3"},
-    )  # fmt: skip
-    assert notice_for(timeout) == notice  # one command, one reference: told once whichever way it ended
+    assert notice_for(abandoned(action, Outcome.TIMED_OUT)) == notice  # one command, one reference
+    assert notice_for(abandoned(action, Outcome.SUPERSEDED)) is None  # a newer command follows
 
 
-@pytest.mark.parametrize("action", [None, Action.TRIP, Action.VALVE_CLOSE, Action.READ, Action.SET_PARAMETER])
+@pytest.mark.parametrize("action", [Action.TRIP, Action.VALVE_CLOSE, Action.READ, Action.SET_PARAMETER])
 def test_other_failures_are_the_staffs_business(action):
-    assert notice_for(failed(), action=action) is None
+    assert notice_for(abandoned(action)) is None
     timeout = AlarmRaised(
         project_id="p1", subject_id="m-1", alarm_id="al-t", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
-        message="", details={"command_id": "c-1", "action": action.value if action else "bogus"},
+        message="", details={"command_id": "c-1", "action": "close"},
     )  # fmt: skip
-    assert notice_for(timeout) is None
+    assert notice_for(timeout) is None  # control's alarm; the holder hears the abandonment

@@ -13,6 +13,7 @@ from libs.events import (
     AlarmCleared,
     AlarmRaised,
     BalanceChanged,
+    CommandAbandoned,
     CommandAcknowledged,
     CommandFailed,
     CommandRequested,
@@ -20,21 +21,18 @@ from libs.events import (
     SubscriptionSet,
 )
 from libs.events.billing import AlarmKind, BillingMode
-from libs.events.control import Action
+from libs.events.control import Action, Outcome
 from libs.events.notify import Channel
 from libs.stack.processor import SnapshotRejected
-from services.control.settings import ControlSettings
-from services.control.worker import RETRIABLE
 from services.notify.delivery import QuietHours
-from services.notify.settings import NotifySettings
 from services.notify.templates import Template, render
-from services.notify.worker import RETRIED_REASONS, Directory, NotifyState
+from services.notify.worker import Directory, NotifyState
 
 NOW = datetime(2026, 11, 21, 4, 0, tzinfo=UTC)
 
 
-def state(command_attempts: int = 3) -> NotifyState:
-    return NotifyState(max_age_s=3600, clock=lambda: NOW.timestamp(), command_attempts=command_attempts)
+def state() -> NotifyState:
+    return NotifyState(max_age_s=3600, clock=lambda: NOW.timestamp())
 
 
 def opened(
@@ -215,44 +213,65 @@ def failure(command_id: str, reason: str = "no_reply: 3 tries") -> CommandFailed
     )  # fmt: skip
 
 
-def test_a_restore_is_told_failed_once_control_stops_retrying_it() -> None:
+def abandoned(
+    command_id: str = "cmd-1",
+    outcome: Outcome = Outcome.FAILED,
+    action: Action = Action.CLOSE,
+    at: datetime = NOW,
+) -> CommandAbandoned:
+    # control's, when it gives up on a command
+    return CommandAbandoned(
+        project_id="p", subject_id="m-acc-1", command_id=command_id, meter_id="m-acc-1", action=action,
+        outcome=outcome, attempts=3, reason="no_reply: 3 tries", requested_by="policy:arrears", time=at,
+    )  # fmt: skip
+
+
+def test_a_restore_is_told_failed_once_control_abandons_it_and_never_by_a_failure() -> None:
     s = state()
     s.fold(opened(openid=None))
     s.fold(close())
-    assert s.fold(failure("cmd-1")) == []  # control retries it
+    assert s.fold(failure("cmd-1", "rejected: meter refused")) == []  # control judges it, not notify
     s.fold(close("cmd-1-a2", retry_of="cmd-1", attempt="2"))
     assert s.fold(failure("cmd-1-a2", "transport: link down")) == []
     s.fold(close("cmd-1-a3", retry_of="cmd-1", attempt="3"))
-    [told] = s.fold(failure("cmd-1-a3"))  # the last attempt
-    assert (told.template, told.dedupe_ref, told.params) == (
+    assert s.fold(failure("cmd-1-a3")) == []  # the last attempt: still control's call
+    gave_up = abandoned()
+    [told] = s.fold(gave_up)
+    assert (told.template, told.dedupe_ref, told.params, told.causation_id) == (
         "power_restore_failed",
         "cmd-1",
         {"meter": "m-acc-1"},
+        gave_up.event_id,
     )
     text = render(Template.POWER_RESTORE_FAILED, "en", told.params, "Zhang San")
     assert text == "[Zhang San] Power could not be restored to meter m-acc-1; our staff have been told."
-    assert s.fold(failure("cmd-1-a3")) == []  # redelivered
+    assert s.fold(gave_up) == []  # redelivered
     timeout = AlarmRaised(
         project_id="p", subject_id="m-acc-1", alarm_id="al-t", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
         message="", details={"command_id": "cmd-1", "action": "close"}, time=NOW,
     )  # fmt: skip
-    assert s.fold(timeout) == []  # the same command: told already
+    assert s.fold(timeout) == []  # control's alarm is the staff's: the holder hears the abandonment
     assert s.directory.commands == {} and s.directory.attempts == {}
 
 
-def test_a_refused_restore_is_final_at_once_and_a_failed_trip_is_not_told() -> None:
-    s = state(command_attempts=5)
+def test_a_timed_out_valve_open_is_told_and_trips_and_supersessions_are_not() -> None:
+    s = state()
     s.fold(opened(openid=None))
-    s.fold(close())
-    [told] = s.fold(failure("cmd-1", "rejected: meter refused"))
-    assert told.template == "power_restore_failed"
-    trip = close("cmd-2").model_copy(update={"action": Action.TRIP})
-    s.fold(trip)
-    assert s.fold(failure("cmd-2", "rejected: meter refused")) == []
-    assert s.directory.commands == {}
+    [told] = s.fold(abandoned("v-1", Outcome.TIMED_OUT, Action.VALVE_OPEN))
+    assert (told.template, told.dedupe_ref) == ("valve_open_failed", "v-1")
+    assert s.fold(abandoned("t-1", Outcome.FAILED, Action.TRIP)) == []  # the staff's business
+    assert s.fold(abandoned("c-2", Outcome.SUPERSEDED)) == []  # a newer command on the relay follows
+    assert s.fold(abandoned("c-3", at=NOW - timedelta(hours=2))) == []  # control's backfill of old ends
+    assert s.stale == 1
 
 
-def test_a_retry_that_succeeds_restores_power_and_a_timeout_alarm_tells_the_failure() -> None:
+def test_an_abandonment_before_its_account_waits_for_it() -> None:
+    s = state()
+    assert s.fold(abandoned()) == []
+    assert [r.template for r in s.fold(opened(openid=None))] == ["power_restore_failed"]
+
+
+def test_a_retry_that_succeeds_restores_power() -> None:
     s = state()
     s.fold(opened(openid=None))
     s.fold(close())
@@ -264,14 +283,6 @@ def test_a_retry_that_succeeds_restores_power_and_a_timeout_alarm_tells_the_fail
     [restored] = s.fold(ack)
     assert restored.template == "power_restored"
     assert s.directory.commands == {} and s.directory.attempts == {}
-    s.fold(close("cmd-2"))
-    timeout = AlarmRaised(
-        project_id="p", subject_id="m-acc-1", alarm_id="al-t2", kind=AlarmKind.COMMAND_TIMEOUT, severity=2,
-        message="", details={"command_id": "cmd-2", "action": "close"}, time=NOW,
-    )  # fmt: skip
-    [told] = s.fold(timeout)
-    assert (told.template, told.dedupe_ref) == ("power_restore_failed", "cmd-2")
-    assert "cmd-2" not in s.directory.commands
 
 
 def test_subscriptions_name_the_new_notices() -> None:
@@ -283,7 +294,7 @@ def test_subscriptions_name_the_new_notices() -> None:
     assert settings is not None and settings.templates == {Template.POWER_RESTORE_FAILED}
     assert s.fold(balance_cleared(AlarmKind.ARREARS, "bc-1")) == []  # not subscribed
     s.fold(close())
-    assert [r.template for r in s.fold(failure("cmd-1", "unsupported: no relay"))] == ["power_restore_failed"]
+    assert [r.template for r in s.fold(abandoned())] == ["power_restore_failed"]
 
 
 def test_a_snapshot_of_an_older_version_is_rejected_and_the_log_rebuilds_the_directory() -> None:
@@ -303,13 +314,6 @@ def test_a_snapshot_of_an_older_version_is_rejected_and_the_log_rebuilds_the_dir
         restored.restore(0, pickle.dumps((1, s.directory)))
     restored.restore(0, s.snapshot(0))
     assert restored.settings_for("p", "acc-1") == settings
-
-
-def test_failures_are_judged_as_control_judges_them() -> None:
-    assert RETRIED_REASONS == RETRIABLE
-    default = NotifySettings.model_fields["control_max_attempts"].default
-    assert default == ControlSettings.model_fields["control_max_attempts"].default
-    assert NotifyState().command_attempts == default
 
 
 def test_a_time_zone_that_is_no_zone_keeps_shanghai() -> None:
@@ -348,7 +352,7 @@ def test_projects_sharing_account_meter_and_command_ids_are_kept_apart() -> None
     [cut] = s.fold(ack)
     assert (cut.project_id, cut.template, cut.recipient, cut.locale) == ("west", "power_cut", west, "en")
     assert s.directory.commands == {("east", "cmd-1"): Action.CLOSE}  # west's answered, east's not
-    refused = failure("cmd-1", "rejected: relay fault").model_copy(update={"project_id": "east"})
+    refused = abandoned().model_copy(update={"project_id": "east"})
     [failed] = s.fold(refused)
     assert (failed.project_id, failed.template, failed.recipient) == ("east", "power_restore_failed", east)
     assert s.directory.commands == {}
