@@ -64,6 +64,7 @@ class DataItem:
 
 RATES = {0: "total", 1: "sharp", 2: "peak", 3: "flat", 4: "valley"}
 MAX_RATES = 14
+MAX_STEPS = 6  # tier thresholds a DL/T 645-2007 prepaid meter keeps (阶梯值 1-6, 阶梯电价 1-7)
 ENERGY_KINDS_2007 = {
     0x00: ("combined_active", "kWh", True),
     0x01: ("forward_active", "kWh", False),
@@ -165,6 +166,10 @@ def _build_2007() -> dict[str, DataItem]:
             DataItem(f"033305{n:02X}", f"amount_after_purchase{_last(n)}", "yuan", 8, 2),
             DataItem(f"033306{n:02X}", f"purchased_amount_cumulative{_last(n)}", "yuan", 8, 2),
         )
+    for n in range(1, MAX_STEPS + 1):  # 第一套阶梯值 n: the n-th tier threshold, XXXXXX.XX kWh
+        _add(table, DataItem(f"040600{n:02X}", f"step_value_{n}", "kWh", 8, 2, writable=True))
+    for n in range(1, MAX_STEPS + 2):  # 第一套阶梯电价 n: the n-th tier's price, XXXX.XXXX yuan/kWh
+        _add(table, DataItem(f"040601{n:02X}", f"step_price_{n}", "yuan/kWh", 8, 4, writable=True))
     for tariff_set, suffix in ((1, ""), (2, "_set_2")):  # 第一/二套费率电价, XXXX.XXXX yuan/kWh
         price = DataItem("", "", "yuan/kWh", 8, 4, writable=True)
         for rate in range(1, MAX_RATES + 1):

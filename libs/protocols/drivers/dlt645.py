@@ -11,6 +11,7 @@ word ``C020`` (bit 6). Meters answer an abnormal reply for identifiers they lack
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
@@ -47,6 +48,8 @@ PARAMETER_ITEMS: dict[str, tuple[str, Decimal]] = {
     "alarm1_fen": ("04001001", Decimal("0.01")),
     "alarm2_fen": ("04001002", Decimal("0.01")),
 }
+_TIER = re.compile(r"^tier\.(\d+)\.(up_to|price|surcharge)$")
+FEN = Decimal(100)  # platform amounts are fen; the meter keeps yuan
 PREAMBLE = 4  # FE bytes meters put before replies, counted in the expected reply size
 _RATE_NAMES = {
     Rate.TOTAL: "total",
@@ -320,21 +323,26 @@ class Dlt645Driver:
     async def write_parameters(self, bus: Bus, address: str, params: dict[str, str]) -> dict[str, Decimal]:
         """Write platform parameters (``PARAMETER_ITEMS`` keys, values in fen) with 14H, then
         read each back. Returns DI → value written (yuan). ValueError for a key this edition
-        cannot hold (e.g. tier tables); CommandRejected when the meter refuses a write or a
+        cannot hold (see :func:`parameter_item`: e.g. a seventh tier threshold); CommandRejected when the meter refuses a write or a
         value reads back different.
         """
         if self.edition is not EDITION_2007:
             raise NotImplementedError("DL/T 645-1997 parameter download is not supported")
-        unknown = sorted(set(params) - set(PARAMETER_ITEMS))
+        wanted = {k: v for k, v in params.items() if not (_TIER.match(k) and k.endswith(".up_to") and not v)}
+        items = {key: parameter_item(key) for key in wanted}  # the last tier's open threshold: none
+        unknown = sorted(key for key, item in items.items() if item is None)
         if unknown:
             raise ValueError(f"DL/T 645-2007 meters cannot hold {unknown}")
         values: dict[str, Decimal] = {}
-        for key, text in sorted(params.items()):
-            di, step = PARAMETER_ITEMS[key]
+        for key, text in sorted(wanted.items()):
+            item = items[key]
+            assert item is not None
+            di, step, scale = item
             try:
-                values[di] = (Decimal(text) / 100).quantize(step, rounding=ROUND_HALF_UP)
+                values[di] = (Decimal(text) / scale).quantize(step, rounding=ROUND_HALF_UP)
             except ArithmeticError:  # decimal.InvalidOperation: not a number
-                raise ValueError(f"{key}={text!r} is not an amount in fen") from None
+                raise ValueError(f"{key}={text!r} is not a number") from None
+        values = dict(sorted(values.items()))  # written and reported in data-identifier order
         addr = address.zfill(12)
         write_fn = dlt645.Function.WRITE
         for di, value in values.items():
@@ -367,6 +375,30 @@ class Dlt645Driver:
             when = when.astimezone(self.tz).replace(tzinfo=None)
         frame = self.codec.broadcast_time(when)
         await bus.transact(self.codec.encode(frame), expect_reply=False, priority=Priority.COMMAND)
+
+
+def parameter_item(key: str) -> tuple[str, Decimal, Decimal] | None:
+    """Where a platform parameter goes on a DL/T 645-2007 meter: (DI, step, divisor from the
+    platform's unit), or None when the meter cannot hold it.
+
+    Prices and alarm limits (``PARAMETER_ITEMS``, fen → yuan). Tier tables of a tiered tariff
+    (control's ``tier.<n>.up_to`` / ``tier.<n>.price`` / ``tier.<n>.surcharge``) go to the first
+    set of 阶梯值 n (04060001 + n - 1, kWh) and 阶梯电价 n (04060101 + n - 1, yuan/kWh): such meters
+    deduct the rate price plus the tier's price, which is the platform's rule for a surcharge on
+    a base tariff, and for absolute tier prices (no base prices downloaded) the tier's price
+    alone. The last tier's open threshold ("") is not written; tiers beyond the meter's
+    ``MAX_STEPS`` thresholds cannot be held. When the tiers reset (month or year) is the
+    meter's own settlement setting, not downloaded."""
+    if key in PARAMETER_ITEMS:
+        di, step = PARAMETER_ITEMS[key]
+        return di, step, FEN
+    match = _TIER.match(key)
+    if match is None:
+        return None
+    n, what = int(match.group(1)), match.group(2)
+    if what == "up_to":
+        return (f"040600{n:02X}", Decimal("0.01"), Decimal(1)) if 1 <= n <= catalogue.MAX_STEPS else None
+    return (f"040601{n:02X}", Decimal("0.0001"), FEN) if 1 <= n <= catalogue.MAX_STEPS + 1 else None
 
 
 def dlt645_2007(**model: Any) -> Dlt645Driver:

@@ -155,10 +155,13 @@ async def test_parameter_download_is_written_and_read_back(bootstrap: str, tmp_p
         prices = download(
             "p-ok", E1, **{"price.peak": "56.83", "price.valley": "28.83", "alarm1_fen": "2500"}
         )
-        tiers = download("p-tier", E1, **{"tier.1.up_to": "240"})
+        tiers = download("p-tier", E1, **{"price.total": "52.83", "tier.1.up_to": "240", "tier.1.surcharge": "0",
+                                          "tier.2.up_to": "400", "tier.2.surcharge": "5",
+                                          "tier.3.up_to": "", "tier.3.surcharge": "30"})  # fmt: skip
+        too_many = download("p-tier8", E1, **{"tier.7.up_to": "9000", "tier.7.price": "80"})
         modbus = download("p-mb", "m/1", **{"price.total": "50"})
         async with producer(bootstrap) as p:
-            for cmd in (prices, tiers, modbus):
+            for cmd in (prices, tiers, too_many, modbus):
                 await p.send_and_wait(cmd.TOPIC, run.service.outbox.codec.encode(cmd), key=cmd.key)
         [ack] = await seen.wait_for(lambda: seen.of(CommandAcknowledged, command_id="p-ok"))
         assert ack.confirmed_state == "04001001=25.00,04050102=0.5683,04050104=0.2883"
@@ -166,7 +169,13 @@ async def test_parameter_download_is_written_and_read_back(bootstrap: str, tmp_p
         assert state.tariff_prices["peak"] == pytest.approx(0.5683)
         assert state.tariff_prices["valley"] == pytest.approx(0.2883)
         assert state.settings["alarm_amount_1_limit"] == Decimal("25.00")
-        for command_id in ("p-tier", "p-mb"):  # what a meter cannot hold fails, typed, not retried
+        [tiered] = await seen.wait_for(lambda: seen.of(CommandAcknowledged, command_id="p-tier"))
+        assert tiered.confirmed_state == (  # 阶梯值 1-2 (kWh) and 阶梯电价 1-3 (yuan/kWh)
+            "04050101=0.5283,04060001=240.00,04060002=400.00,04060101=0.0000,04060102=0.0500,04060103=0.3000"
+        )
+        assert state.settings["step_value_2"] == Decimal("400.00")
+        assert state.settings["step_price_3"] == Decimal("0.3000")
+        for command_id in ("p-tier8", "p-mb"):  # what a meter cannot hold fails, typed, not retried
             [failed] = await seen.wait_for(lambda c=command_id: seen.of(CommandFailed, command_id=c))
             assert failed.reason.startswith("unsupported") and not failed.will_retry
         await seen.close()
