@@ -109,8 +109,8 @@ class CommandExecutor:
     async def handle(self, cmd: CommandRequested) -> list[Event]:
         """Execute ``cmd`` if it is ours, current and new; returns the events published."""
         worker = self.engine.worker_of(cmd.meter_id)
-        if worker is None:
-            return []  # another instance's meter
+        if worker is None or self.engine.project_of(cmd.meter_id) != cmd.project_id:
+            return []  # another instance's meter, or another project's meter of the same id
         now = utcnow()
         expired = cmd.expires_at is not None and cmd.expires_at <= now
         too_old = cmd.expires_at is None and now - cmd.time > self.max_age

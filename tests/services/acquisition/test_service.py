@@ -58,15 +58,19 @@ async def test_scheduled_and_on_demand_reads_and_relay_trip(bootstrap: str, tmp_
         stale = trip.model_copy(
             update={"command_id": "cmd-old", "expires_at": utcnow() - timedelta(seconds=1)}
         )
+        # the same meter id in another project (ids repeat across tenants): not this site's meter
+        foreign = trip.model_copy(update={"project_id": "another-project", "command_id": "cmd-foreign",
+                                          "event_id": "foreign", "action": Action.CLOSE})  # fmt: skip
+        read_after = read_cmd.model_copy(update={"command_id": "cmd-read-2", "event_id": "read-2"})
         async with producer(bootstrap) as p:
-            for cmd in (read_cmd, trip, stale, trip):  # the trip twice: redelivery is harmless
+            for cmd in (read_cmd, trip, stale, trip, foreign, read_after):  # the trip twice: harmless
                 await p.send_and_wait(cmd.TOPIC, run.service.outbox.codec.encode(cmd), key=cmd.key)
-        await seen.wait_for(lambda: seen.of(CommandAcknowledged, command_id="cmd-trip"))
+        await seen.wait_for(lambda: seen.of(ReadingRecorded, causation_id="read-2"))  # one meter: in order
         on_demand = seen.of(ReadingRecorded, causation_id=read_cmd.event_id)
         assert len(on_demand) == 1 and on_demand[0].registers["active_import_kwh"][Rate.TOTAL] == Decimal(
             "100"
         )
-        assert [e.command_id for e in seen.of(CommandSent)] == ["cmd-read", "cmd-trip"]
+        assert [e.command_id for e in seen.of(CommandSent)] == ["cmd-read", "cmd-trip", "cmd-read-2"]
         ack = seen.of(CommandAcknowledged, command_id="cmd-trip")
         assert len(ack) == 1 and ack[0].confirmed_state == SwitchState.OPEN.value
         assert ack[0].causation_id == trip.event_id
