@@ -36,6 +36,7 @@ from services.api.routes import (
     allowance_plans,
     auth,
     commands,
+    notifications,
     payments,
     projects,
     reports,
@@ -60,6 +61,7 @@ ROUTERS = tuple(
         tariffs,
         commands,
         alarms,
+        notifications,
         reports,
         users,
         payments,
@@ -127,7 +129,7 @@ def create_app(
 ) -> FastAPI:
     """The API app; its lifespan connects to the broker at ``bootstrap``. Payment notifiers come
     from ``settings`` unless given."""
-    readmodel = ReadModel(bootstrap)
+    readmodel = ReadModel(bootstrap, sends_kept=settings.api_sends_kept)
     api = Api(settings, readmodel, Writer(bootstrap), clickhouse, notifiers or notifiers_from(settings))
     if settings.api_webhooks_deliver:
         api.deliverer = Deliverer(api, bootstrap)

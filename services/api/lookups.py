@@ -17,11 +17,13 @@ from services.api.schemas import (
     CommandOut,
     MeterOut,
     MoneyOut,
+    NotificationOut,
     TariffChangeOut,
     TariffOut,
     TariffVersionOut,
 )
 from services.api.security import Scope
+from services.api.sendlog import Send
 from services.api.views import (
     Account,
     Alarm,
@@ -136,4 +138,14 @@ def alarm_out(a: Alarm) -> AlarmOut:
     return AlarmOut(
         project_id=a.project_id, alarm_id=a.alarm_id, subject_id=a.subject_id, kind=a.kind, severity=a.severity,
         message=a.message, raised_at=a.raised_at, cleared_at=a.cleared_at, active=a.cleared_at is None,
+    )  # fmt: skip
+
+
+def send_out(s: Send) -> NotificationOut:
+    return NotificationOut(
+        project_id=s.project_id, notification_id=s.notification_id, account_id=s.account_id or None,
+        channel=s.channel, recipient=s.recipient, template=s.template, status=s.status, final=s.final,
+        attempts=s.attempts, provider=s.provider or None, provider_message_id=s.provider_message_id or None,
+        last_error=s.last_error or None, suppressed_reason=s.suppressed_reason or None,
+        requested_at=s.requested_at, updated_at=s.updated_at,
     )  # fmt: skip

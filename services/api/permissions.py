@@ -20,7 +20,7 @@ class Permission(StrEnum):
     ACCOUNTS_READ = "accounts:read"
     ACCOUNTS_WRITE = "accounts:write"
     BALANCES_READ = "balances:read"
-    NOTIFICATIONS_READ = "notifications:read"  # an account's notification settings
+    NOTIFICATIONS_READ = "notifications:read"  # accounts' notification settings and the send log
     NOTIFICATIONS_WRITE = "notifications:write"
     MONEY_RECHARGE = "money:recharge"
     MONEY_REFUND = "money:refund"

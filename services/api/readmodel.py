@@ -7,6 +7,9 @@ shared/BROKER-NOTES.md, so the fetch's own high-watermark has the last word).
 
 Writers wait for their effect with :meth:`ReadModel.wait_until`: the loop wakes every waiter
 after each fetched batch, and a waiter re-checks its condition against the views.
+
+Beside the views the loop folds allowance plans and the send log (:mod:`services.api.sendlog`:
+every request and outcome of mf.notifications, the newest ``sends_kept`` per project).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from libs.events.billing import AllowancePlanSet
 from libs.events.codec import Codec, EventDecodeError
-from libs.events.notify import SubscriptionSet
 from libs.events.topics import (
     ALARMS,
     BILLING,
@@ -33,22 +35,23 @@ from libs.events.topics import (
     REGISTRY_TOPIC,
     TARIFFS,
 )
+from services.api.sendlog import FACTS as SEND_FACTS
+from services.api.sendlog import SENDS_KEPT, SendLog
 from services.api.views import ProjectTable, Views
 
 log = logging.getLogger(__name__)
 TOPICS = (IAM, REGISTRY_TOPIC, COMM, TARIFFS, BILLING, LEDGER, ALARMS, COMMANDS, NOTIFICATIONS)
-# Of mf.notifications the API folds only the settings; the far more numerous requests and their
-# outcomes are skipped before decoding (a packed batch holding a setting carries this text too).
-_SETTINGS_MARK = SubscriptionSet.TYPE.encode()
 T = TypeVar("T")
 
 
 class ReadModel:
     """Consumes the API's topics into ``views``; ``ready`` once caught up."""
 
-    def __init__(self, bootstrap: str, views: Views | None = None) -> None:
+    def __init__(self, bootstrap: str, views: Views | None = None, sends_kept: int = SENDS_KEPT) -> None:
         self.bootstrap = bootstrap
         self.views = views or Views()
+        # the send log (services/api/sendlog.py), beside the views: bounded per project
+        self.sends = SendLog(sends_kept)
         # allowance plans (services/api/allowance_plans.py), beside the views: each plan's latest fact
         self.allowance_plans: ProjectTable[AllowancePlanSet] = ProjectTable()
         self.allowance_plan_ids: set[str] = set()
@@ -104,8 +107,6 @@ class ReadModel:
                     self.records += 1
                     if record.value is None:
                         continue
-                    if record.topic == NOTIFICATIONS.name and _SETTINGS_MARK not in record.value:
-                        continue
                     try:
                         events = self.codec.decode(record.value)
                     except EventDecodeError as exc:
@@ -118,6 +119,8 @@ class ReadModel:
                         self.views.apply(event)
                         if isinstance(event, AllowancePlanSet):
                             self._plan(event)
+                        elif isinstance(event, SEND_FACTS):
+                            self.sends.apply(event)
             if not self.ready.is_set() and await self._caught_up(consumer):
                 self.ready.set()
                 log.info("read model caught up: %d records", self.records)

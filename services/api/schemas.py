@@ -13,6 +13,7 @@ from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, fi
 from libs.events.billing import BillingMode
 from libs.events.control import Action
 from libs.events.notify import Channel, Locale, Template
+from services.api.sendlog import SendStatus
 from services.api.views import MeterState
 
 Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
@@ -300,6 +301,29 @@ class CommandOut(BaseModel):
         "attempt with final false may still be retried"
     )
     ended_at: datetime | None = Field(description="when the command was acknowledged or abandoned")
+
+
+class NotificationOut(BaseModel):
+    """One row of the send log (``GET /notifications``)."""
+
+    project_id: str
+    notification_id: str
+    account_id: str | None
+    channel: Channel
+    recipient: str = Field(description="phone number (sms) or openid (wechat), as the request named it")
+    template: str
+    status: SendStatus = Field(
+        description="requested (waiting, or held back by quiet hours or a rate limit), retrying, or final: "
+        "delivered, failed (given up; on mf.dead-letter) or suppressed (a duplicate)"
+    )
+    final: bool = Field(description="delivered, failed or suppressed: nothing more is tried")
+    attempts: int = Field(description="attempts made so far")
+    provider: str | None = Field(description="the provider of the latest attempt")
+    provider_message_id: str | None = Field(description="the provider's id of the delivered message")
+    last_error: str | None = Field(description="the latest failed attempt's reason (kept after a delivery)")
+    suppressed_reason: str | None
+    requested_at: datetime
+    updated_at: datetime = Field(description="time of the latest fact about it")
 
 
 class AlarmOut(BaseModel):

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from libs.settings import CommonSettings
+from services.api.sendlog import SENDS_KEPT
 
 
 class ApiSettings(CommonSettings):
@@ -33,6 +34,11 @@ class ApiSettings(CommonSettings):
         description="key sealing webhook signing secrets on mf.iam (generated per host)",
     )
     api_webhooks_deliver: bool = Field(default=True, description="deliver webhooks from this replica")
+    api_sends_kept: int = Field(
+        default=SENDS_KEPT,
+        ge=0,
+        description="newest notifications per project GET /notifications keeps in memory",
+    )
     api_wechatpay_api_v3_key: SecretStr = Field(
         default=SecretStr(""),
         description="WeChat Pay APIv3 key (32 characters); unset = no WeChat Pay notify",

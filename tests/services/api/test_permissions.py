@@ -42,6 +42,7 @@ def test_notification_settings_go_with_accounts(role: str) -> None:
     paths = {(m, r.path): permission_of(r) for r in routes() for m in r.methods or ()}
     assert paths[("GET", "/accounts/{account_id}/notifications")] == Permission.NOTIFICATIONS_READ
     assert paths[("PUT", "/accounts/{account_id}/notifications")] == Permission.NOTIFICATIONS_WRITE
+    assert paths[("GET", "/notifications")] == Permission.NOTIFICATIONS_READ  # the send log
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))

@@ -122,3 +122,21 @@ async def test_settings_put_through_the_api_decide_what_is_sent(
     assert received["TPL_POWER_RESTORE_FAILED"].params["first"] == (
         "[李四] Power could not be restored to meter m1; our staff have been told."
     )
+
+    # the API's send log (GET /notifications) shows what the sender did, as notify's own log does
+    fields = ("project_id", "notification_id", "channel", "recipient", "template", "status", "attempts",
+              "provider", "provider_message_id")  # fmt: skip
+    own = sorted(tuple(row[f] for f in fields) for row in sender.sendlog.query(limit=100))
+    async with running(bootstrap, store) as api:
+        _, cashier = await api.user(("cashier",), (PROJECT, OTHER))
+        response = await api.client.get("/notifications", headers=cashier)
+        assert response.status_code == 200, response.text
+        shown = sorted(tuple(item[f] for f in fields) for item in response.json()["items"])
+        _, theirs = await api.user(("cashier",), (OTHER,))
+        other_rows = (await api.client.get("/notifications", headers=theirs)).json()["items"]
+    assert len(shown) == 4 and shown == own
+    assert {row[5] for row in shown} == {"delivered"} and all(row[8] for row in shown)
+    assert sorted((i["channel"], i["recipient"]) for i in other_rows) == [
+        ("sms", OTHER_PHONE),
+        ("wechat", "oWang5"),
+    ]
