@@ -19,7 +19,12 @@ class BillingSettings(CommonSettings):
         default=8702, ge=1, le=65535, description="billing /healthz, /readyz, /metrics"
     )
     billing_faust_port: int = Field(default=6066, ge=1, le=65535, description="Faust's own (unused) web port")
-    billing_snapshot_every_s: float = Field(default=5.0, gt=0, description="seconds between state snapshots")
+    billing_snapshot_every_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds between state snapshots (a crash replays at most this much input; each "
+        "snapshot holds the interpreter while pickling, ~0.1 s per few thousand accounts)",
+    )
     billing_batch_size: int = Field(default=5000, ge=1, description="input records per batch")
     billing_allowance_tick_s: float = Field(
         default=10.0, gt=0, description="seconds between looks for allowances due (allowance plans)"

@@ -16,7 +16,12 @@ class ControlSettings(CommonSettings):
         default=8703, ge=1, le=65535, description="control /healthz, /readyz, /metrics, relay states"
     )
     control_faust_port: int = Field(default=6067, ge=1, le=65535, description="Faust's own (unused) web port")
-    control_snapshot_every_s: float = Field(default=5.0, gt=0, description="seconds between state snapshots")
+    control_snapshot_every_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds between state snapshots (a crash replays at most this much input; each "
+        "snapshot holds the interpreter while pickling, ~0.1 s per few thousand accounts)",
+    )
     control_batch_size: int = Field(default=2000, ge=1, description="input records per batch")
     control_tick_s: float = Field(
         default=0.5, gt=0, le=60, description="seconds between checks of timeouts, retries, schedules"

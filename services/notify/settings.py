@@ -37,7 +37,12 @@ class NotifySettings(CommonSettings):
     )
     notify_faust_port: int = Field(default=6068, ge=1, le=65535, description="Faust's own (unused) web port")
     notify_state_dir: Path | None = Field(default=None, description="snapshots; default MF_STATE_DIR/notify")
-    notify_snapshot_every_s: float = Field(default=5.0, gt=0, description="seconds between state snapshots")
+    notify_snapshot_every_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="seconds between state snapshots (a crash replays at most this much input; each "
+        "snapshot holds the interpreter while pickling, ~0.1 s per few thousand accounts)",
+    )
     notify_max_age_s: float = Field(default=86_400.0, gt=0, description="facts older than this notify nobody")
 
     notify_sms_provider: Literal["memory", "aliyun", "tencent"] = Field(
