@@ -526,6 +526,8 @@ def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int) -> faust
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=8 << 20,
+        consumer_max_fetch_size=8
+        << 20,  # per partition and fetch: one partition a topic (embedded) needs more than 1 MiB
         producer_linger_ms=1,
         topic_allow_declare=False,
         topic_disable_leader=True,
