@@ -24,11 +24,10 @@ seen first. Either way a repeat carries the same id and the ledger drops it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
@@ -44,6 +43,7 @@ from libs.events.billing import (
 )
 from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
+from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
 from services.billing.domain import allowances
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
@@ -60,7 +60,6 @@ OWN_OUTPUTS = frozenset(cls.TYPE for cls in LEDGER_FACTS)
 ACCOUNT_FACTS = (*MONEY, AccountTariffChanged)  # wait, in order, until their account is opened
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
 INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
-EndOffsets = Callable[[], Awaitable[dict[str, int]]]  # "mf.billing:<partition>" → end offset
 PENDING_RETRY_S = 300.0  # an allowance emitted but not back by then is emitted again (same id)
 REPLAY_QUIET_S = 30.0  # no end offsets, or an undecodable last record: caught up once this quiet
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,9 +79,9 @@ class BillingState:
         ``end_offsets`` reads mf.billing's end offsets (None: never hold allowances back)."""
         self.alarm_config = alarm_config or AlarmConfig()
         self.freeze_schedule = freeze_schedule or FreezeSchedule()
-        self.clock, self.end_offsets = clock, end_offsets
-        self._tasks: set[asyncio.Future[None]] = set()
-        self.generation = 0  # of restores: an end-offset read of an earlier one is dropped
+        self.clock = clock
+        # mf.billing read up to its end at restore before any allowance is emitted
+        self.catchup = CatchUp("billing", end_offsets, REPLAY_QUIET_S)
         self.codec = Codec()
         self.applied = 0
         self.dropped = 0
@@ -93,10 +92,7 @@ class BillingState:
         self.registered: set[tuple[str, str]] = set()  # (project, meter)
         self.waiting: dict[str, list[Event]] = {}
         self.plans: dict[allowances.Key, allowances.Plan] = {}
-        self.positions: dict[str, int] = {}  # "mf.billing:<partition>" → next offset folded
-        self.replaying = False  # allowances held until mf.billing is applied up to ``ends``
-        self.ends: dict[str, int] | None = None
-        self.last_historic = 0.0  # monotonic time of the latest record below ``ends``
+        self.catchup.reset()
         self.pending: dict[str, float] = {}  # allowance id emitted → when (monotonic), until back
         self.quiet_until = EPOCH  # no allowance falls due before, unless a fact changes the books
 
@@ -104,14 +100,15 @@ class BillingState:
         """Load the books from a snapshot (or start empty: the log is replayed)."""
         self._reset()
         doc = pickle.loads(blob) if blob else None
+        positions: dict[str, int] = {}
         if isinstance(doc, tuple) and len(doc) == 6 and doc[0] == SNAPSHOT_VERSION:
-            _, self.books, self.registered, self.waiting, self.plans, self.positions = doc
+            _, self.books, self.registered, self.waiting, self.plans, positions = doc
         elif doc is not None:
             log.warning("billing: snapshot of an older version ignored; rebuilding from the event log")
             raise SnapshotRejected
         # configuration wins over the snapshot's
         self.books.alarm_config, self.books.freeze_schedule = self.alarm_config, self.freeze_schedule
-        self._begin_replay()
+        self.catchup.begin(dict(positions))
 
     def snapshot(self, partition: int) -> Callable[[], bytes]:
         """The books as bytes, pickled later from a shallow copy taken now (consistent: entries
@@ -122,7 +119,7 @@ class BillingState:
             set(self.registered),
             {k: list(v) for k, v in self.waiting.items()},
             dict(self.plans),
-            dict(self.positions),
+            dict(self.catchup.positions),
         )
         return lambda: pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -135,7 +132,7 @@ class BillingState:
         out: list[Event] = []
         for record in batch:
             if record.topic == BILLING.name:
-                self._position(record)
+                self.catchup.note(record.topic, record.partition, record.offset)
             for fact in record.events:
                 out += self.fold(fact)
         return self._encode(out)
@@ -233,44 +230,11 @@ class BillingState:
                 out += self._apply(fact)
         return out
 
-    # --- holding allowances back until the log is applied ---------------------------------------
-    def _position(self, record: Inbound) -> None:
-        key = f"{record.topic}:{record.partition}"
-        self.positions[key] = record.offset + 1
-        if self.replaying and (self.ends is None or record.offset < self.ends.get(key, 0)):
-            self.last_historic = time.monotonic()
-
-    def _begin_replay(self) -> None:
-        if self.end_offsets is None:
-            return
-        self.generation += 1
-        self.replaying, self.ends, self.last_historic = True, None, time.monotonic()
-        self._read_ends(self.end_offsets, self.generation)
-
-    def _read_ends(self, end_offsets: EndOffsets, generation: int) -> None:
-        async def read() -> None:
-            try:
-                ends = await end_offsets()
-            except Exception:  # the quiet period still ends the hold
-                log.exception("billing: reading mf.billing's end offsets failed")
-                return
-            if generation == self.generation:
-                self.ends = ends
-
-        task = asyncio.ensure_future(read())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _caught_up(self) -> bool:
         """Whether mf.billing is applied up to its end at the restore (or has been quiet since)."""
-        if not self.replaying:
-            return True
-        done = self.ends is not None and all(self.positions.get(k, 0) >= e for k, e in self.ends.items())
-        if not done and time.monotonic() - self.last_historic < REPLAY_QUIET_S:
-            return False
-        self.replaying = False
-        log.info("billing: mf.billing applied up to its end at restore; allowance plans run")
-        return True
+        if self.catchup.finished():
+            log.info("billing: mf.billing applied up to its end at restore; allowance plans run")
+        return not self.catchup.replaying
 
 
 def alarm_config(level1_fen: int, level2_fen: int) -> AlarmConfig:

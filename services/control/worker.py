@@ -42,11 +42,10 @@ each command). Rules of the loop around them:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -76,6 +75,7 @@ from libs.events.control import (
     OperatorFact,
 )
 from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
+from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.processor import Inbound, Outbound, SnapshotRejected
 from services.control.domain import batch as batches
 from services.control.domain import directory as dirs
@@ -105,7 +105,6 @@ COMPACT_EVERY = timedelta(minutes=10)  # how often the command index drops forgo
 MAX_WAKES_PER_TICK = 1000  # per meter: a schedule far behind catches up over several ticks
 
 MeterKey = tuple[str, str]  # (project id, meter id)
-EndOffsets = Callable[[], Awaitable[dict[str, int]]]  # "topic:partition" → end offset
 log = logging.getLogger(__name__)
 
 
@@ -157,10 +156,8 @@ class ControlState:
         self.retry = retry or RetryPolicy()
         self.stale_after_s, self.settle_s, self.clock = stale_after_s, settle_s, clock
         self.parameter_models = tuple(parameter_models)
-        self.end_offsets = end_offsets
+        self.catchup = CatchUp("control", end_offsets, REPLAY_QUIET_S)  # the replay after a restore
         self.codec = Codec()
-        self.generation = 0
-        self._tasks: set[asyncio.Future[None]] = set()
         self._reset()
 
     def _reset(self) -> None:
@@ -170,10 +167,7 @@ class ControlState:
         self.index: dict[str, MeterKey] = {}  # command id → its meter
         self.batches: dict[str, BatchRequested] = {}  # batch id → the request
         self.active: set[MeterKey] = set()  # meters with a command that has not ended
-        self.positions: dict[str, int] = {}  # "topic:partition" → next offset to apply
-        self.replaying = False
-        self.ends: dict[str, int] | None = None  # end offsets at restore (None: being read)
-        self.last_historic = 0.0  # monotonic time of the latest historic record
+        self.catchup.reset()
         self.held: dict[MeterKey, dict[str, CommandRequested]] = {}  # meter → channel → command
         self.parameter_books: dict[str, parameters.ParameterBook] = {}  # per project (C8)
         self.models: dict[MeterKey, str] = {}  # meter → model, for parameter downloads
@@ -185,6 +179,7 @@ class ControlState:
     def restore(self, partition: int, blob: bytes | None) -> None:
         """Load the state from a snapshot (or start empty: the log is replayed)."""
         self._reset()
+        positions: dict[str, int] = {}
         if blob:
             snap: Snapshot = pickle.loads(blob)
             if not isinstance(snap, Snapshot) or snap.version != SNAPSHOT_VERSION:
@@ -192,18 +187,18 @@ class ControlState:
                 raise SnapshotRejected
             self.directory, self.meters, self.attempts = snap.directory, snap.meters, snap.attempts
             self.index, self.batches, self.active = snap.index, snap.batches, snap.active
-            self.positions = snap.positions
+            positions = snap.positions
             self.parameter_books, self.models = snap.parameter_books, snap.models
             for meter in self.meters.values():  # configuration wins over the snapshot's
                 meter.commands = _with_policy(meter.commands, self.retry)
-        self._begin_replay()
+        self.catchup.begin(positions)
 
     def snapshot(self, partition: int) -> Callable[[], bytes]:
         """The state as bytes, pickled later from copies taken now (the folds are immutable; the
         containers and the per-meter records are copied), so it can be done off the event loop."""
         snap = Snapshot(
             self.directory, {k: replace(m) for k, m in self.meters.items()}, dict(self.attempts),
-            dict(self.index), dict(self.batches), set(self.active), dict(self.positions),
+            dict(self.index), dict(self.batches), set(self.active), dict(self.catchup.positions),
             dict(self.parameter_books), dict(self.models), SNAPSHOT_VERSION,
         )  # fmt: skip
         return lambda: pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
@@ -217,11 +212,7 @@ class ControlState:
         """Fold every event of the batch; return the facts control emits, encoded."""
         out: list[Event] = []
         for record in batch:
-            key = f"{record.topic}:{record.partition}"
-            historic = self.replaying and (self.ends is None or record.offset < self.ends.get(key, 0))
-            if historic:
-                self.last_historic = time.monotonic()
-            self.positions[key] = record.offset + 1
+            historic = self.catchup.note(record.topic, record.partition, record.offset)
             for fact in record.events:
                 out += self.fold(fact, hold=historic)
         return self._encode(out + self._settle(time.time()))
@@ -433,32 +424,15 @@ class ControlState:
         return out
 
     # --- replay -------------------------------------------------------------------------------
-    def _begin_replay(self) -> None:
-        self.generation += 1
-        if self.end_offsets is None:
-            return
-        self.replaying, self.ends, self.last_historic = True, None, time.monotonic()
-        task = asyncio.ensure_future(self._read_ends(self.end_offsets, self.generation))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _read_ends(self, end_offsets: EndOffsets, generation: int) -> None:
-        try:
-            ends = await end_offsets()
-        except Exception:  # the quiet period still ends the replay
-            log.exception("control: reading the end offsets failed")
-            return
-        if generation == self.generation:
-            self.ends = ends
+    @property
+    def replaying(self) -> bool:
+        """Whether the log is being read again after a restore (commands are held)."""
+        return self.catchup.replaying
 
     def _settle(self, now: float) -> list[Event]:
         """End the replay once it is applied (or quiet), sending the held commands still wanted."""
-        if not self.replaying:
+        if not self.catchup.finished():
             return []
-        done = self.ends is not None and all(self.positions.get(k, 0) >= e for k, e in self.ends.items())
-        if not done and time.monotonic() - self.last_historic < REPLAY_QUIET_S:
-            return []
-        self.replaying = False
         self.settling = {}
         out = self._release(datetime.fromtimestamp(now, UTC), list(self.held))
         log.info("control: replay applied; %d held commands sent", len(out))
