@@ -125,8 +125,8 @@ def for_type(tp: Any, info: FieldInfo | None = None) -> st.SearchStrategy[Any]:
         return st.lists(for_type(args[0]), max_size=3)
     if origin is frozenset:
         return st.frozensets(for_type(args[0]), max_size=3)
-    if tp is Any:
-        return st.one_of(st.integers(), _text, st.booleans())
+    if tp is Any:  # free-form JSON values: integers within JSON's interoperable range, as above
+        return st.one_of(st.integers(min_value=-(2**53), max_value=2**53), _text, st.booleans())
     raise NotImplementedError(f"no strategy for {tp!r}")
 
 
