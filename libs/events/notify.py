@@ -107,3 +107,23 @@ class SubscriptionSet(Event):
     quiet_end_minute: int | None = Field(default=None, ge=0, le=1439)
     timezone: str = "Asia/Shanghai"
     set_by: str = ""
+
+
+SEND_FINAL = frozenset({"delivered", "failed", "suppressed"})
+SendOutcome = NotificationDelivered | NotificationFailed | NotificationSuppressed
+
+
+def send_step(status: str, attempts: int, outcome: SendOutcome) -> tuple[str, int] | None:
+    """The status and attempt count a notification moves to on ``outcome``, or None when the
+    outcome changes nothing: a final status (delivered, failed, suppressed) is never left, and a
+    failed attempt older than the attempts already seen (read back late) is ignored. One rule for
+    every send log folded from these facts (notify's own, the API's)."""
+    if status in SEND_FINAL:
+        return None
+    if isinstance(outcome, NotificationDelivered):
+        return "delivered", max(attempts, outcome.attempt)
+    if isinstance(outcome, NotificationFailed):
+        if outcome.attempt < attempts:
+            return None
+        return ("retrying" if outcome.will_retry else "failed"), outcome.attempt
+    return "suppressed", attempts

@@ -7,7 +7,8 @@ hours or a rate limit — notify records no fact for a deferral), ``retrying`` (
 notify tries again), or a final one: ``delivered`` (the provider accepted it), ``failed`` (notify
 gave up; the request went to ``mf.dead-letter``), ``suppressed`` (the same notice already reached
 the recipient). A row never leaves a final state, and a failed attempt older than the attempts
-already seen changes nothing: the notify service's own send log folds by the same rule.
+already seen changes nothing: ``libs.events.notify.send_step``, the rule notify's own send log
+folds by too.
 
 Memory is bounded per project: the newest ``kept`` requests of each project stay (by arrival),
 older ones go; the whole history stays on the log and in ClickHouse (``v_notifications``). Rows
@@ -41,7 +42,7 @@ class SendStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
-FINAL = frozenset({SendStatus.DELIVERED, SendStatus.FAILED, SendStatus.SUPPRESSED})
+FINAL = frozenset(SendStatus(s) for s in nfy.SEND_FINAL)
 FACTS = (
     nfy.NotificationRequested,
     nfy.NotificationDelivered,
@@ -119,22 +120,19 @@ class SendLog:
         if isinstance(e, nfy.NotificationRequested):
             self._requested(e)
             return
-        row = self.get(e.project_id, getattr(e, "notification_id", ""))
-        if row is None or row.final:
+        if not isinstance(e, nfy.SendOutcome):
             return
+        row = self.get(e.project_id, e.notification_id)
+        step = None if row is None else nfy.send_step(row.status, row.attempts, e)
+        if row is None or step is None:
+            return
+        row.status, row.attempts, row.updated_at = SendStatus(step[0]), step[1], e.time
         if isinstance(e, nfy.NotificationDelivered):
-            row.status, row.attempts = SendStatus.DELIVERED, max(row.attempts, e.attempt)
             row.provider, row.provider_message_id = sys.intern(e.provider), e.provider_message_id
         elif isinstance(e, nfy.NotificationFailed):
-            if e.attempt < row.attempts:
-                return  # an older attempt read back late
-            row.status = SendStatus.RETRYING if e.will_retry else SendStatus.FAILED
-            row.attempts, row.provider, row.last_error = e.attempt, sys.intern(e.provider), e.reason
-        elif isinstance(e, nfy.NotificationSuppressed):
-            row.status, row.suppressed_reason = SendStatus.SUPPRESSED, e.reason
+            row.provider, row.last_error = sys.intern(e.provider), e.reason
         else:
-            return
-        row.updated_at = e.time
+            row.suppressed_reason = e.reason
 
     def _requested(self, e: nfy.NotificationRequested) -> None:
         rows = self.by_project.setdefault(e.project_id, OrderedDict())

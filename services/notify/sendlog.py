@@ -14,13 +14,15 @@ from typing import Any
 
 from libs.events.base import Event
 from libs.events.notify import (
+    SEND_FINAL,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
-    NotificationSuppressed,
+    SendOutcome,
+    send_step,
 )
 
-FINAL = frozenset({"delivered", "failed", "suppressed"})
+FINAL = SEND_FINAL
 STATUSES = frozenset({"requested", "deferred", "retrying", *FINAL})
 
 
@@ -65,20 +67,19 @@ class SendLog:
                 while len(self.rows) > self.capacity:
                     self.rows.popitem(last=False)
             return
-        row = self.rows.get(getattr(event, "notification_id", ""))
-        if row is None or row.status in FINAL:
+        if not isinstance(event, SendOutcome):
             return
-        row.updated_at = event.time
+        row = self.rows.get(event.notification_id)
+        step = None if row is None else send_step(row.status, row.attempts, event)
+        if row is None or step is None:
+            return
+        (row.status, row.attempts), row.updated_at = step, event.time
         if isinstance(event, NotificationDelivered):
-            row.status, row.attempts = "delivered", max(row.attempts, event.attempt)
             row.provider, row.provider_message_id, row.detail = event.provider, event.provider_message_id, ""
         elif isinstance(event, NotificationFailed):
-            if event.attempt < row.attempts:
-                return
-            row.status = "retrying" if event.will_retry else "failed"
-            row.attempts, row.provider, row.detail = event.attempt, event.provider, event.reason
-        elif isinstance(event, NotificationSuppressed):
-            row.status, row.detail = "suppressed", event.reason
+            row.provider, row.detail = event.provider, event.reason
+        else:
+            row.detail = event.reason
 
     def deferred(self, notification_id: str, at: datetime, detail: str) -> None:
         """The sender held a request back (quiet hours, rate limit) until a later time."""
