@@ -412,13 +412,15 @@ class ControlState:
             return {}
         book = self.parameter_books.get(request.project_id) or parameters.ParameterBook(request.project_id)
         now = max(request.time, book.clock)
+        owner: dict[str, str] = {}  # meter → the first account listing it
+        for account in book.accounts.values():
+            for m in account.meter_ids:
+                owner.setdefault(m, account.account_id)
         out: dict[str, dict[str, str]] = {}
         for meter_id in request.meter_ids:
-            if not self._keeps_parameters(request.project_id, meter_id):
+            if not self._keeps_parameters(request.project_id, meter_id) or meter_id not in owner:
                 continue
-            forced = replace(book, requested={m: p for m, p in book.requested.items() if m != meter_id})
-            owners = [a.account_id for a in book.accounts.values() if meter_id in a.meter_ids]
-            command = parameters.download(forced, owners[0], meter_id, request, now) if owners else None
+            command = parameters.download(book, owner[meter_id], meter_id, request, now, force=True)
             if command is not None:
                 out[meter_id] = command.params
         return out

@@ -210,12 +210,12 @@ def due(book: ParameterBook, now: datetime) -> tuple[ParameterBook, list[Command
 
 
 def download(
-    book: ParameterBook, account_id: str, meter_id: str, fact: Event, now: datetime
+    book: ParameterBook, account_id: str, meter_id: str, fact: Event, now: datetime, force: bool = False
 ) -> CommandRequested | None:
     """The download that brings ``meter_id`` to its account's set in force at ``now``, or None
-    when it has it."""
+    when it has it (``force``: even then, e.g. a batch that issues prices again)."""
     params, tariff = parameter_set(book, account_id, now)
-    if not params or params == book.requested.get(meter_id):
+    if not params or (params == book.requested.get(meter_id) and not force):
         return None
     cid = event_id_for(book.project_id, "parameters", meter_id, fact.event_id)
     extra = {"effective_from": tariff.effective_from.isoformat()} if tariff is not None else {}
