@@ -16,10 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiokafka import TopicPartition
+
+from libs.stack.broker import high_watermarks, partition_counts
 
 log = logging.getLogger(__name__)
 EndOffsets = Callable[[], Awaitable[dict[str, int]]]  # "topic:partition" → end offset
+
+
+async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """The end offset of every partition of ``topics`` (fetch high-watermarks: right on Tansu too)."""
+    counts = await asyncio.to_thread(partition_counts, bootstrap, topics)
+    tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
+    marks = await high_watermarks(bootstrap, tps)
+    return {f"{tp.topic}:{tp.partition}": end for tp, end in marks.items()}
 
 
 class CatchUp:

@@ -7,12 +7,12 @@ import asyncio
 from collections.abc import Callable
 
 import faust
-from aiokafka import TopicPartition
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from libs.events.topics import BILLING, CATALOGUE
-from libs.stack.broker import ensure_topics, high_watermarks, partition_counts
+from libs.stack.broker import ensure_topics
+from libs.stack.catchup import end_offsets
 from libs.stack.processor import Processor, Snapshots, make_app, one_group, serve_http
 from libs.stack.runtime import service_settings, setup_logging
 from services.billing.replay import replay
@@ -29,7 +29,7 @@ def build(
         alarm_config(settings.billing_alarm_level1_fen, settings.billing_alarm_level2_fen),
         settings.freeze_schedule,
         clock=clock,
-        end_offsets=lambda: billing_ends(bootstrap),
+        end_offsets=lambda: end_offsets(bootstrap, [BILLING.name]),
     )
     app = make_app(
         "meterflow-billing", bootstrap, settings.snapshot_dir / "faust", settings.billing_faust_port
@@ -41,14 +41,6 @@ def build(
     )  # fmt: skip
     _serve_health(app, processor, settings.billing_http_port)
     return app, processor
-
-
-async def billing_ends(bootstrap: str) -> dict[str, int]:
-    """The end offset of every partition of mf.billing (fetch high-watermarks: right on Tansu too)."""
-    counts = await asyncio.to_thread(partition_counts, bootstrap, [BILLING.name])
-    tps = [TopicPartition(BILLING.name, p) for p in range(counts.get(BILLING.name, 0))]
-    marks = await high_watermarks(bootstrap, tps)
-    return {f"{tp.topic}:{tp.partition}": end for tp, end in marks.items()}
 
 
 def _serve_health(app: faust.App, processor: Processor, port: int) -> None:

@@ -8,18 +8,16 @@ unknown|pending`` (every meter's), ``GET /commands/{command_id}`` (a command and
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 import faust
-from aiokafka import TopicPartition
 from fastapi import FastAPI, HTTPException, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from libs.events.base import utcnow
 from libs.events.topics import CATALOGUE
-from libs.stack.broker import ensure_topics, high_watermarks, partition_counts
+from libs.stack.broker import ensure_topics
+from libs.stack.catchup import end_offsets
 from libs.stack.processor import Processor, Snapshots, make_app, one_group, serve_http
 from libs.stack.runtime import service_settings, setup_logging
 from services.control import views
@@ -47,14 +45,6 @@ def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Process
     )  # fmt: skip
     _serve(app, processor, state, settings.control_http_port)
     return app, processor
-
-
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
-    """The end offset of every partition of ``topics`` (fetch high-watermarks: right on Tansu too)."""
-    counts = await asyncio.to_thread(partition_counts, bootstrap, topics)
-    tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
-    marks = await high_watermarks(bootstrap, tps)
-    return {f"{tp.topic}:{tp.partition}": end for tp, end in marks.items()}
 
 
 def web_app(processor: Processor, state: ControlState) -> FastAPI:
