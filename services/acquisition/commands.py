@@ -178,8 +178,7 @@ class CommandExecutor:
             if state != expected:
                 return [self._not_confirmed(cmd, f"valve is {state.value}, expected {expected.value}")]
         elif cmd.action in _DLT645_ACTIONS:
-            if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
-                raise Unsupported(f"{cmd.action.value} needs DL/T 645-2007")
+            driver = _dlt645_2007(driver, cmd.action.value, meter.protocol)
             ack = await relay_action(bus, driver, address, _DLT645_ACTIONS[cmd.action])
             if ack.error:
                 raise CommandRejected(cmd.action.value, f"error code {ack.error_code}", ack)
@@ -190,8 +189,7 @@ class CommandExecutor:
             confirmed = await self._time_sync(bus, driver)
         elif cmd.action == Action.SET_PARAMETER and cmd.params.get("operation") == "parameters":
             # Control's parameter download (C8): prices and alarm limits, written and read back.
-            if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
-                raise Unsupported(f"parameter download needs DL/T 645-2007, not {meter.protocol}")
+            driver = _dlt645_2007(driver, "parameter download", meter.protocol)
             params = {k: v for k, v in cmd.params.items() if k not in _NOT_PARAMETERS}
             if not params:  # e.g. a batch issue_prices to a meter with no prices: nothing was set
                 raise Unsupported("no parameters to download")
@@ -206,9 +204,8 @@ class CommandExecutor:
 
     async def _clear(self, worker: BusWorker, bus: TxBus, cmd: CommandRequested) -> list[Event]:
         """Meter clear 1AH between two register reads (see the module docstring)."""
-        meter, driver = worker.meters[cmd.meter_id], worker.drivers[cmd.meter_id]
-        if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
-            raise Unsupported(f"{cmd.action.value} needs DL/T 645-2007, not {meter.protocol}")
+        meter = worker.meters[cmd.meter_id]
+        driver = _dlt645_2007(worker.drivers[cmd.meter_id], cmd.action.value, meter.protocol)
         operator = cmd.params.get("operator_code") or driver.operator
         try:  # the codes are checked before anything goes out
             dlt645.meter_clear(meter.address.zfill(12), driver.password, operator)
@@ -280,6 +277,14 @@ class CommandExecutor:
         return CommandFailed(
             **self._common(cmd, "failed:1"), attempt=1, reason=f"not_confirmed: {detail}", will_retry=False
         )
+
+
+def _dlt645_2007(driver: Any, what: str, protocol: str) -> Dlt645Driver:
+    """``driver`` if it speaks DL/T 645-2007 (the commands beyond reads and relays need it), else
+    ``Unsupported``: a typed failure control does not retry."""
+    if not isinstance(driver, Dlt645Driver) or driver.protocol != "dlt645-2007":
+        raise Unsupported(f"{what} needs DL/T 645-2007, not {protocol}")
+    return driver
 
 
 class CommandConsumer:
