@@ -10,6 +10,10 @@
 from __future__ import annotations
 
 import os
+
+# Every event built without validation (libs/events/trusted.py) is checked against validation,
+# here and in every service the tests start (they inherit the environment).
+os.environ["MF_EVENTS_CHECK_TRUSTED"] = "1"
 import uuid
 from collections.abc import Iterator
 

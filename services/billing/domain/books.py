@@ -32,6 +32,7 @@ from libs.events.billing import (
     RefundAccepted,
     TariffPublished,
 )
+from libs.events.trusted import trusted
 from services.billing.domain import ledger
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy, evaluate
 from services.billing.domain.consumption import (
@@ -118,20 +119,21 @@ class Books:
     def handle(self, fact: Event) -> list[Event]:
         """Fold one fact; return the facts it causes (empty for unknown or duplicate input)."""
         if isinstance(fact, ReadingRecorded):
-            before = self._meter(fact.project_id, fact.meter_id)
-            balance_before = self.account_of(fact.project_id, fact.meter_id)
+            key = (fact.project_id, fact.meter_id)
+            before = self.meters.get(key) or MeterState(meter_id=fact.meter_id)
+            balance_before = self.account_of(*key)
             meter, outcome = observe(before, fact)
-            self.meters[(fact.project_id, fact.meter_id)] = meter
-            out = self._consumed(fact, outcome)
+            self.meters[key] = meter
+            out = self._consumed(fact, outcome, balance_before)
             if isinstance(outcome, Ignored) and outcome.reason not in ("baseline", "no_register"):
                 return out  # a duplicate or stale reading says nothing new about purchases
             if balance_before is not None and before.last is not None and meter.last is not None:
                 out += self._freezes(fact, before, meter, balance_before)
-            return out + self._purchases(fact)
+            return out + self._purchases(fact) if fact.purchase_count is not None else out
         if isinstance(fact, MeterReplaced):
             meter, outcome = replaced(self._meter(fact.project_id, fact.meter_id), fact)
             self.meters[(fact.project_id, fact.meter_id)] = meter
-            return self._consumed(fact, outcome)
+            return self._consumed(fact, outcome, self.account_of(fact.project_id, fact.meter_id))
         p = fact.project_id
         if isinstance(fact, MeterRegistered):
             self.meters[(p, fact.meter_id)] = registered(self.meters.get((p, fact.meter_id)), fact)
@@ -190,29 +192,35 @@ class Books:
     def _meter(self, project_id: str, meter_id: str) -> MeterState:
         return self.meters.get((project_id, meter_id)) or MeterState(meter_id=meter_id)
 
-    def _consumed(self, fact: ReadingRecorded | MeterReplaced, outcome: Outcome) -> list[Event]:
+    def _consumed(
+        self, fact: ReadingRecorded | MeterReplaced, outcome: Outcome, account: ledger.AccountState | None
+    ) -> list[Event]:
+        """``account``: the meter's account as it is before ``fact`` (None: not assigned)."""
         if isinstance(outcome, Anomaly):
             return [_anomaly(fact, outcome)]
-        account = self.account_of(fact.project_id, fact.meter_id)
         if not isinstance(outcome, Delta) or account is None:
             return []
         account_id = account.account_id
         charge = self._price(account, outcome)
         if not charge.lines:
             return []
-        applied = ChargeApplied(
-            event_id=event_id_for(account.project_id, "charge", fact.event_id),
-            project_id=account.project_id,
-            subject_id=account_id,
-            time=fact.time,
-            causation_id=fact.event_id,
-            correlation_id=fact.correlation_id or fact.event_id,
-            account_id=account_id,
-            meter_id=fact.meter_id,
-            start=outcome.start,
-            end=outcome.end,
-            lines=charge.lines,
-            amount_fen=charge.amount_fen,
+        applied = trusted(  # built from validated facts: no second validation on the hot path
+            ChargeApplied,
+            {
+                "event_id": event_id_for(account.project_id, "charge", fact.event_id),
+                "project_id": account.project_id,
+                "subject_id": account_id,
+                "sequence": 0,
+                "time": fact.time,
+                "causation_id": fact.event_id,
+                "correlation_id": fact.correlation_id or fact.event_id,
+                "account_id": account_id,
+                "meter_id": fact.meter_id,
+                "start": outcome.start,
+                "end": outcome.end,
+                "lines": charge.lines,
+                "amount_fen": charge.amount_fen,
+            },
         )
         account, out = ledger.apply_charge(account, applied, charge.tier_used, self.policy(account))
         self.accounts[(account.project_id, account_id)] = account

@@ -33,6 +33,7 @@ from libs.events.billing import (
     RechargeAccepted,
     RefundAccepted,
 )
+from libs.events.trusted import trusted
 from services.billing.domain.alarms import AlarmPolicy, Subject, conditions, evaluate
 from services.billing.domain.evolve import evolve
 from services.billing.domain.facts import (
@@ -133,17 +134,21 @@ def _moved(
     """The account after ``delta`` fen (and ``changes``), its ``BalanceChanged`` and the alarms
     that change raises or clears."""
     balance = account.balance_fen + delta
-    changed = BalanceChanged(
-        event_id=event_id_for(account.project_id, "balance", cause.event_id),
-        project_id=account.project_id,
-        subject_id=account.account_id,
-        time=cause.time,
-        causation_id=cause.causation_id if isinstance(cause, ChargeApplied) else cause.event_id,
-        correlation_id=cause.correlation_id or cause.event_id,
-        account_id=account.account_id,
-        delta_fen=delta,
-        balance_fen=balance,
-        reason=reason,
+    changed = trusted(  # built from validated facts: no second validation on the hot path
+        BalanceChanged,
+        {
+            "event_id": event_id_for(account.project_id, "balance", cause.event_id),
+            "project_id": account.project_id,
+            "subject_id": account.account_id,
+            "sequence": 0,
+            "time": cause.time,
+            "causation_id": cause.causation_id if isinstance(cause, ChargeApplied) else cause.event_id,
+            "correlation_id": cause.correlation_id or cause.event_id,
+            "account_id": account.account_id,
+            "delta_fen": delta,
+            "balance_fen": balance,
+            "reason": reason,
+        },
     )
     if account.mode is not BillingMode.PREPAID:
         return evolve(account, balance_fen=balance, **changes), [changed]

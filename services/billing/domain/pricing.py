@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 from libs.events.acquisition import Rate
+from libs.events.trusted import trusted
 from services.billing.domain.consumption import Delta, Segment, apportion
 from services.billing.domain.facts import ChargeLine
 from services.billing.domain.tariff import (
@@ -217,16 +218,19 @@ def price_delta(
 
 def _lines(book: TariffBook, merged: dict[Key, Decimal]) -> tuple[ChargeLine, ...]:
     return tuple(
-        ChargeLine(
-            tariff_id=book.tariff_id,
-            version=v,
-            category=cat,
-            component=comp,
-            rate=rate,
-            tier=tier,
-            units=u,
-            price_fen=price,
-            amount_fen=to_fen(u, price),
+        trusted(  # every value computed here already has its declared type
+            ChargeLine,
+            {
+                "tariff_id": book.tariff_id,
+                "version": v,
+                "category": cat,
+                "component": comp,
+                "rate": rate,
+                "tier": tier,
+                "units": u,
+                "price_fen": price,
+                "amount_fen": to_fen(u, price),
+            },
         )
         for (v, cat, comp, rate, tier, price), u in merged.items()
         if u != 0
