@@ -73,7 +73,10 @@ class Event(BaseModel):
     @field_validator("time")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59-01:00: a validation error, not a crash
+            raise ValueError("time is out of range once moved to UTC") from None
 
     @property
     def key(self) -> bytes:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from libs.events import acquisition, billing, control, notify  # noqa: F401
 from libs.events.acquisition import ReadingRecorded
 from libs.events.base import REGISTRY, Event, EventRegistry, new_event_id
+from libs.events.fastdecode import decode_reading_batch
 
 BATCH_TYPE = "acquisition.v1.reading_batch"
 EVENT_BATCH_TYPE = "meterflow.v1.event_batch"
@@ -116,7 +117,10 @@ class Codec:
         if value.startswith(_BATCH_PREFIX):
             if BATCH_TYPE in ignore or ReadingRecorded.TYPE in ignore:
                 return []  # our own batches: one pass of the Rust JSON parser
-            try:
+            fast = decode_reading_batch(value)
+            if fast is not None:
+                return list(fast)
+            try:  # what msgspec refused or left to pydantic: accepted leniently or the proper error
                 return list(_ReadingBatch.model_validate_json(value).readings)
             except ValidationError as exc:
                 raise EventDecodeError(f"{BATCH_TYPE}: {exc}") from None
