@@ -38,6 +38,9 @@ from services.billing.domain.evolve import evolve
 
 Registers = dict[str, dict[Rate, Decimal]]
 UNIT_STEP = Decimal("0.000001")
+_US = timedelta(microseconds=1)
+_US_PER_HOUR = Decimal(3_600_000_000)
+_STEP = {d: Decimal(10) ** -d for d in range(0, 7)}  # one register step per decimals (0..6)
 RECENT_IDS = 32
 BILLED: dict[Medium, tuple[str, ...]] = {
     Medium.ELECTRICITY: ("active_import_kwh", "active_combined_kwh"),
@@ -139,7 +142,7 @@ def _delta(state: MeterState, old: Snapshot, new: Snapshot, cause_id: str) -> De
     if before is None or after is None:
         return Anomaly(state.meter_id, cause_id, "negative", {"detail": "billed register missing"})
     raw: dict[Rate, Decimal] = {}
-    for rate in sorted(set(before) & set(after)):
+    for rate in sorted(before.keys() & after.keys()):
         d = _register_delta(state, before[rate], after[rate])
         if d is None:
             return Anomaly(
@@ -151,9 +154,9 @@ def _delta(state: MeterState, old: Snapshot, new: Snapshot, cause_id: str) -> De
         raw[rate] = d * state.multiplier
     by_rate: dict[Rate, Decimal] = {r: u for r, u in raw.items() if r is not Rate.TOTAL}
     total = raw[Rate.TOTAL] if Rate.TOTAL in raw else sum(by_rate.values(), Decimal(0))
-    hours = Decimal((new.time - old.time) // timedelta(microseconds=1)) / Decimal(3_600_000_000)
+    hours = Decimal((new.time - old.time) // _US) / _US_PER_HOUR
     limit = (state.max_per_hour or MAX_PER_HOUR[state.medium]) * hours
-    if total > limit + Decimal(10) ** -state.decimals * state.multiplier:
+    if total > limit + _STEP[state.decimals] * state.multiplier:
         return Anomaly(state.meter_id, cause_id, "implausible", {"units": str(total), "limit": str(limit)})
     return Delta(state.meter_id, cause_id, old.time, new.time, total, by_rate)
 
