@@ -1,15 +1,17 @@
 """Billing throughput on the real broker: one worker process, live and in replay, with the oracle
 check at the end.
 
-Publishes tariffs, meters and prepaid accounts, then N readings packed per partition (the form
-acquisition publishes), starts `meterflow billing` as a process, and measures readings/s from the
-first to the last reading folded (read from its /readyz counters); then `replay()` folds the
-whole log again in-process. Both must equal the independent oracle to the fen.
+Publishes tariffs, meters, prepaid accounts and recharges, starts `meterflow billing` as a
+process and lets it fold them; then publishes N readings packed per partition (the form
+acquisition publishes) and measures readings/s from the first message sent to the last reading
+folded (read from the worker's /readyz counters). Then `replay()` folds the whole log again
+in-process. Both must equal the independent oracle to the fen.
 
 Then, with the worker caught up, the latency phase: readings at a steady rate (default 5,000/s,
 packed per partition every 50 ms as the acquisition outbox does) for a few seconds, and the time
 from sending each reading to receiving the ``BalanceChanged`` it caused (matched by causation id)
-— p50 / p99 / max.
+— p50 / p99 / max. Last, the cold start: a second worker with an empty state folds the whole log
+(facts/s from its first record read to its last fact folded), as after a loss of its snapshot.
 Topics have the embedded stack's layout (``MF_PARTITIONS_MAX=1`` unless set, as `meterflow dev`).
 Run: `make bench` or `.venv/bin/python bench/billing_fold.py [--accounts A --hours H]`.
 """
@@ -39,21 +41,52 @@ from services.billing.replay import replay
 from services.billing.testing import live_balances, scenario
 
 
-async def publish(bootstrap: str, reference: list, stream: list) -> int:
+async def publish(bootstrap: str, events: list) -> float:
+    """Publish ``events``: readings packed per partition (as acquisition does), the rest one per
+    message; return when the first message was sent (time.monotonic(), after encoding all)."""
     codec = Codec()
+    readings = [e for e in events if isinstance(e, ReadingRecorded)]
+    messages: list[tuple[str, bytes, bytes, int | None]] = [
+        (e.TOPIC, codec.encode(e), e.key, None) for e in events if not isinstance(e, ReadingRecorded)
+    ]
+    messages += [(READINGS.name, m.value, m.key, m.partition)
+                 for m in pack_readings(readings, READINGS.partitions, max_per_message=500, codec=codec)]  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_request_size=8 << 20)
     await producer.start()
     try:
-        futures = [await producer.send(e.TOPIC, codec.encode(e), key=e.key) for e in reference]
-        readings = [e for e in stream if isinstance(e, ReadingRecorded)]
-        others = [e for e in stream if not isinstance(e, ReadingRecorded)]
-        futures += [await producer.send(e.TOPIC, codec.encode(e), key=e.key) for e in others]
-        for m in pack_readings(readings, READINGS.partitions, max_per_message=500, codec=codec):
-            futures.append(await producer.send(READINGS.name, m.value, key=m.key, partition=m.partition))
+        sent = time.monotonic()
+        futures = [await producer.send(t, value, key=key, partition=p) for t, value, key, p in messages]
         await asyncio.gather(*futures)
-        return len(readings)
+        return sent
     finally:
         await producer.stop()
+
+
+def start_worker(bootstrap: str, state: str, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MF_")}
+    env.update(MF_KAFKA_BOOTSTRAP=bootstrap, MF_STATE_DIR=state, MF_BILLING_HTTP_PORT=str(port),
+               MF_BILLING_FAUST_PORT=str(free_port()), MF_BILLING_BATCH_SIZE="20000",
+               MF_PARTITIONS_MAX=str(PARTITIONS_MAX))  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "billing"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def folded(port: int, count: int, timeout: float = 600) -> tuple[float | None, float | None]:
+    """(when the worker had read its first record, when it had folded ``count`` facts), polling
+    its /readyz counters every 20 ms; None for what did not happen within ``timeout``."""
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            doc = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()
+        except httpx.HTTPError:
+            doc = {"records": 0}
+        if first is None and doc.get("records", 0) > 0:
+            first = time.monotonic()
+        if doc.get("events", 0) >= count:
+            return first, time.monotonic()
+        time.sleep(0.02)
+    return first, None
 
 
 async def latency(bootstrap: str, stream: list, rate: int, seconds: float) -> list[float]:
@@ -136,46 +169,35 @@ def main() -> None:
     try:
         ensure_topics(broker.bootstrap, CATALOGUE)
         reference, stream = scenario("bench", args.accounts, args.hours, seed=1)
-        n = asyncio.run(publish(broker.bootstrap, reference, stream))
+        money = [e for e in stream if not isinstance(e, ReadingRecorded)]
+        readings = [e for e in stream if isinstance(e, ReadingRecorded)]
         facts = len(reference) + len(stream)
         layout = "catalogue" if not PARTITIONS_MAX else f"<= {PARTITIONS_MAX}"
-        print(f"== billing fold: {args.accounts} accounts, {n:,} readings, {facts:,} facts in all, "
+        print(f"== billing fold: {args.accounts} accounts, {len(readings):,} readings, {facts:,} facts in all, "
               f"partitions per topic {layout} (MF_PARTITIONS_MAX)")  # fmt: skip
-        port = free_port()
-        with tempfile.TemporaryDirectory() as state:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MF_")}
-            env.update(MF_KAFKA_BOOTSTRAP=broker.bootstrap, MF_STATE_DIR=state, MF_BILLING_HTTP_PORT=str(port),
-                       MF_BILLING_FAUST_PORT=str(free_port()), MF_BILLING_BATCH_SIZE="20000",
-                       MF_PARTITIONS_MAX=str(PARTITIONS_MAX))  # fmt: skip
-            worker = subprocess.Popen([sys.executable, "-m", "services.cli", "billing"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        expected = oracle.balances([*reference, *stream])
+        asyncio.run(publish(broker.bootstrap, [*reference, *money]))
+        with tempfile.TemporaryDirectory() as state, tempfile.TemporaryDirectory() as cold_state:
+            port = free_port()
+            worker = start_worker(broker.bootstrap, state, port)
             try:
-                first = last = None
-                deadline = time.monotonic() + 600
-                while time.monotonic() < deadline:
-                    try:
-                        doc = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).json()
-                    except httpx.HTTPError:
-                        doc = {"records": 0}
-                    if first is None and doc.get("records", 0) > 0:
-                        first = time.monotonic()
-                    if doc.get("events", 0) >= facts:
-                        last = time.monotonic()
-                        break
-                    time.sleep(0.05)
-                expected = oracle.balances([*reference, *stream])
+                # Live: the worker runs and has folded the site (meters, tariffs, accounts and
+                # recharges); then the readings arrive as a backlog, packed as acquisition sends.
+                _, ready = folded(port, len(reference) + len(money))
+                sent = asyncio.run(publish(broker.bootstrap, readings))
+                _, last = folded(port, facts)
+                n = len(readings)
+                if ready is not None and last is not None:
+                    print(f"live worker     {n / (last - sent):>12,.0f} readings/s  (first sent to last folded, "
+                          f"one process, site already folded)")  # fmt: skip
+                else:
+                    print("live worker     did not finish within 10 minutes")
                 live = asyncio.run(live_balances(broker.bootstrap, "bench"))
                 for _ in range(10):  # folded is not yet produced: wait until the outputs settle
                     if live == expected or live == (
                         live := asyncio.run(live_balances(broker.bootstrap, "bench"))
                     ):
                         break
-                if first is not None and last is not None:
-                    print(
-                        f"live worker     {n / (last - first):>12,.0f} readings/s  (first to last fold, one process)"
-                    )
-                else:
-                    print("live worker     did not finish within 10 minutes")
                 print(
                     f"live balances   {'match' if live == expected else 'DIFFER from'} the oracle ({len(expected)} accounts)"
                 )
@@ -199,6 +221,22 @@ def main() -> None:
             finally:
                 worker.terminate()
                 worker.wait(60)
+            # Cold start: a second worker with no snapshot folds the whole log from the beginning,
+            # in the order its consumer fetches the topics (readings may come before their accounts
+            # and wait for them). Its counters include the latency phase's readings.
+            cold_port = free_port()
+            total = facts + (args.rate * int(args.seconds) if last is not None else 0)
+            cold = start_worker(broker.bootstrap, cold_state, cold_port)
+            try:
+                first, done = folded(cold_port, total)
+                if first is not None and done is not None:
+                    print(f"cold start      {total / (done - first):>12,.0f} facts/s    "
+                          f"(first to last fold of {total:,} facts, empty state)")  # fmt: skip
+                else:
+                    print("cold start      did not finish within 10 minutes")
+            finally:
+                cold.terminate()
+                cold.wait(60)
     finally:
         broker.stop()
 

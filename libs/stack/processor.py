@@ -53,6 +53,7 @@ from libs.stack.runtime import HttpServer
 
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 2  # offsets keyed "topic:partition"
+SLICE_EVENTS = 2_000  # decoded events handed to the handler at a time (see Processor._apply)
 
 
 class SnapshotRejected(Exception):
@@ -326,9 +327,22 @@ class Processor:
         self.stats.outputs += len(outputs)
 
     async def _apply(self, messages: Sequence[Msg]) -> None:
-        """Decode, fold and produce one batch (the caller holds the lock)."""
-        batch = self._decode(messages)
-        await self._send(self.handler.handle(batch) if batch else [])
+        """Decode, fold and produce one batch (the caller holds the lock), a slice of about
+        :data:`SLICE_EVENTS` decoded events at a time: a batch of packed messages can hold
+        hundreds of thousands of events, and holding all of them (and what they cause) alive at
+        once made the cyclic GC walk them again and again (measured on the billing fold: ~2x
+        slower per reading for one 40,000-reading call than for slices of 500)."""
+        start = 0
+        while start < len(messages):
+            batch, events = [], 0
+            while start < len(messages) and events < SLICE_EVENTS:
+                inbound = self._decode(messages[start])
+                start += 1
+                if inbound is not None:
+                    batch.append(inbound)
+                    events += len(inbound.events)
+            self.stats.skipped_types = dict(self.codec.skipped)
+            await self._send(self.handler.handle(batch) if batch else [])
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
         if time.monotonic() - self._last_snapshot >= self.snapshot_every:
@@ -426,20 +440,17 @@ class Processor:
         )
         return out
 
-    def _decode(self, messages: Sequence[Msg]) -> list[Inbound]:
-        batch = []
-        for msg in messages:
-            self.stats.records += 1
-            try:
-                decoded = self.codec.decode(msg.value, self.ignore)
-            except EventDecodeError as exc:
-                self._dead_letter(msg, str(exc))
-                continue
-            self.stats.events += len(decoded)
-            group = self.group_of(msg.topic, msg.partition)
-            batch.append(Inbound(group, msg.topic, msg.partition, msg.offset, msg.key, decoded))
-        self.stats.skipped_types = dict(self.codec.skipped)
-        return batch
+    def _decode(self, msg: Msg) -> Inbound | None:
+        """One record decoded, or None when it was dead-lettered."""
+        self.stats.records += 1
+        try:
+            decoded = self.codec.decode(msg.value, self.ignore)
+        except EventDecodeError as exc:
+            self._dead_letter(msg, str(exc))
+            return None
+        self.stats.events += len(decoded)
+        group = self.group_of(msg.topic, msg.partition)
+        return Inbound(group, msg.topic, msg.partition, msg.offset, msg.key, decoded)
 
     def _dead_letter(self, msg: Any, reason: str) -> None:
         self.stats.dead_letters += 1
