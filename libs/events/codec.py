@@ -32,6 +32,7 @@ BATCH_TYPE = "acquisition.v1.reading_batch"
 EVENT_BATCH_TYPE = "meterflow.v1.event_batch"
 _BATCH_PREFIX = b'{"type":"' + BATCH_TYPE.encode() + b'"'
 _READINGS = TypeAdapter(list[ReadingRecorded])
+_TYPE_PREFIX: dict[type[Event], bytes] = {}  # b'{"type":"<type name>",' per event class
 
 
 class _ReadingBatch(BaseModel):
@@ -81,10 +82,14 @@ class Codec:
 
     def encode(self, event: Event) -> bytes:
         """One event as the JSON bytes of a Kafka message value."""
-        if not event.TYPE:
-            raise TypeError(f"{type(event).__name__} is not a registered event type")
-        body = event.model_dump_json().encode()
-        return b'{"type":"' + event.TYPE.encode() + b'",' + body[1:] if body != b"{}" else body
+        prefix = _TYPE_PREFIX.get(type(event))
+        if prefix is None:
+            if not event.TYPE:
+                raise TypeError(f"{type(event).__name__} is not a registered event type")
+            prefix = _TYPE_PREFIX[type(event)] = b'{"type":"' + event.TYPE.encode() + b'",'
+        # model_dump_json() without the str round trip: the serializer's own bytes
+        body = event.__pydantic_serializer__.to_json(event)
+        return prefix + body[1:] if body != b"{}" else body
 
     def encode_batch(self, readings: Sequence[ReadingRecorded], batch_id: str | None = None) -> bytes:
         """Several readings as one message value (see :func:`pack_readings` for partitioning).
