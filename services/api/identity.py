@@ -15,6 +15,7 @@ from libs.events.base import Event, event_id_for, new_event_id
 from services.api.context import Api
 from services.api.permissions import ROLES
 from services.api.problems import Problem, not_found
+from services.api.records import ApiKey, User
 from services.api.schemas import AccessIn, ApiKeyIn, ApiKeyOut, ProjectIn, UserIn
 from services.api.security import (
     CONSUMER,
@@ -24,7 +25,6 @@ from services.api.security import (
     new_api_key,
     verify_password,
 )
-from services.api.views import ApiKey, User
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TypeVar
 
+from services.api.command_status import Command
 from services.api.problems import Problem, not_found
+from services.api.records import Account, Alarm, Meter, Money, ProjectTable, Tariff, TariffChange
 from services.api.schemas import (
     AccountOut,
     AlarmOut,
@@ -24,17 +26,7 @@ from services.api.schemas import (
 )
 from services.api.security import Scope
 from services.api.sendlog import Send
-from services.api.views import (
-    Account,
-    Alarm,
-    Command,
-    Meter,
-    Money,
-    ProjectTable,
-    Tariff,
-    TariffChange,
-    Views,
-)
+from services.api.views import Views
 
 V = TypeVar("V")
 

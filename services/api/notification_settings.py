@@ -12,9 +12,9 @@ from __future__ import annotations
 from libs.events.notify import SubscriptionSet
 from services.api.context import Api
 from services.api.lookups import find_account
+from services.api.records import Account
 from services.api.schemas import NotificationSettingsIn, NotificationSettingsOut, QuietHoursOut
 from services.api.security import Scope
-from services.api.views import Account
 
 _DEFAULTS = SubscriptionSet(project_id="-", subject_id="-", account_id="-")
 

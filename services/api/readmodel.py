@@ -35,9 +35,10 @@ from libs.events.topics import (
     REGISTRY_TOPIC,
     TARIFFS,
 )
+from services.api.records import ProjectTable
 from services.api.sendlog import FACTS as SEND_FACTS
 from services.api.sendlog import SENDS_KEPT, SendLog
-from services.api.views import ProjectTable, Views
+from services.api.views import Views
 
 log = logging.getLogger(__name__)
 TOPICS = (IAM, REGISTRY_TOPIC, COMM, TARIFFS, BILLING, LEDGER, ALARMS, COMMANDS, NOTIFICATIONS)

@@ -19,6 +19,7 @@ from libs.events.base import Event, event_id_for
 from services.api.context import Api
 from services.api.lookups import find_account, money_out
 from services.api.problems import Problem, not_found
+from services.api.records import Account, Money, Tariff
 from services.api.schemas import (
     AccountIn,
     AllowanceIn,
@@ -29,7 +30,7 @@ from services.api.schemas import (
     TariffIn,
 )
 from services.api.security import Scope
-from services.api.views import Account, Money, Tariff, Views
+from services.api.views import Views
 
 MoneyIn = RechargeIn | RefundIn | ClearIn | AllowanceIn
 _KIND = {RechargeIn: "recharge", RefundIn: "refund", ClearIn: "clear", AllowanceIn: "allowance"}

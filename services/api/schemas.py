@@ -13,8 +13,8 @@ from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, fi
 from libs.events.billing import BillingMode
 from libs.events.control import Action
 from libs.events.notify import Channel, Locale, Template
+from services.api.records import MeterState
 from services.api.sendlog import SendStatus
-from services.api.views import MeterState
 
 Id = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 WALL_TIME = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"

@@ -19,9 +19,9 @@ from libs.events.billing import AccountTariffChanged
 from services.api.context import Api
 from services.api.lookups import find_account, tariff_change_out
 from services.api.problems import Problem
+from services.api.records import TariffChange
 from services.api.schemas import TariffChangeIn, TariffChangeOut
 from services.api.security import Scope
-from services.api.views import TariffChange
 
 BACKDATE_TOLERANCE = timedelta(minutes=5)
 """How far in the past ``effective_from`` may lie (clock skew), taken as "now"."""

@@ -18,9 +18,9 @@ from libs.events import iam
 from libs.events.base import new_event_id
 from services.api.context import Api
 from services.api.problems import Problem, not_found
+from services.api.records import Webhook
 from services.api.schemas import WebhookIn, WebhookOut
 from services.api.security import Principal
-from services.api.views import Webhook
 from services.api.webhooks import Subscription
 
 

@@ -14,9 +14,9 @@ from services.api.lookups import command_out, find, find_meter, in_scope, meter_
 from services.api.pagination import Page, Paging, paginate
 from services.api.permissions import P
 from services.api.problems import ERRORS, Problem
+from services.api.records import MeterState
 from services.api.schemas import CommandOut, ConcentratorOut, MeterOut, ReadingOut
 from services.api.security import Needs, ProjectScope
-from services.api.views import MeterState
 
 router = APIRouter(tags=["topology"], responses=ERRORS)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128)]

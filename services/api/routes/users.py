@@ -11,9 +11,9 @@ from services.api.context import ApiDep
 from services.api.pagination import Page, Paging, paginate
 from services.api.permissions import ROLES, P
 from services.api.problems import CONFLICT, ERRORS
+from services.api.records import User
 from services.api.schemas import AccessIn, ApiKeyIn, ApiKeyOut, LoginOut, RoleOut, UserIn, UserOut
 from services.api.security import Needs, Principal
-from services.api.views import User
 
 router = APIRouter(tags=["users"], responses=ERRORS)
 ReadsUsers = Annotated[Principal, Needs(P.USERS_READ)]
