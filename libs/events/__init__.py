@@ -69,6 +69,7 @@ from libs.events.iam import (
     WebhookUnsubscribed,
 )
 from libs.events.notify import (
+    NotificationDeferred,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
@@ -119,6 +120,7 @@ __all__ = [
     "MeterRegistered",
     "MeterReplaced",
     "MeterUpdated",
+    "NotificationDeferred",
     "NotificationDelivered",
     "NotificationFailed",
     "NotificationRequested",

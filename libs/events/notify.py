@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from libs.events.base import Event, event
 from libs.events.topics import NOTIFICATIONS
@@ -81,6 +81,35 @@ class NotificationFailed(Event):
     will_retry: bool
 
 
+class DeferReason(StrEnum):
+    """Why the sender held a request back (``DeliveryPolicy.admit`` in services/notify)."""
+
+    QUIET_HOURS = "quiet_hours"  # the account's quiet hours; it goes out when they end
+    RATE_LIMITED = "rate_limited"  # the recipient had its burst of messages; one more per interval
+
+
+@event("notify.v1.notification_deferred", NOTIFICATIONS.name)
+class NotificationDeferred(Event):
+    """The sender held a request back until ``until`` (subject: recipient, as the request's).
+
+    ``attempt`` is the attempts made before the deferral (0: none yet), so a deferral read back
+    after a later attempt's outcome is recognised as older (see :func:`send_step`). The event id
+    is derived from project, notification id and ``until``: the same deferral decided again after
+    a restart is the same fact.
+    """
+
+    notification_id: str
+    channel: Channel
+    reason: DeferReason
+    until: AwareDatetime
+    attempt: int = Field(ge=0)
+
+    @property
+    def detail(self) -> str:
+        """The deferral as the send logs show it: ``quiet_hours until 2026-11-22T07:00:00+08:00``."""
+        return f"{self.reason} until {self.until.isoformat()}"
+
+
 @event("notify.v1.notification_suppressed", NOTIFICATIONS.name)
 class NotificationSuppressed(Event):
     """A request was not sent because the same notice already reached the recipient (dedupe)."""
@@ -110,14 +139,21 @@ class SubscriptionSet(Event):
 
 
 SEND_FINAL = frozenset({"delivered", "failed", "suppressed"})
-SendOutcome = NotificationDelivered | NotificationFailed | NotificationSuppressed
+SendOutcome = NotificationDelivered | NotificationFailed | NotificationDeferred | NotificationSuppressed
 
 
 def send_step(status: str, attempts: int, outcome: SendOutcome) -> tuple[str, int] | None:
     """The status and attempt count a notification moves to on ``outcome``, or None when the
-    outcome changes nothing: a final status (delivered, failed, suppressed) is never left, and a
-    failed attempt older than the attempts already seen (read back late) is ignored. One rule for
-    every send log folded from these facts (notify's own, the API's)."""
+    outcome changes nothing. One rule for every send log folded from these facts (notify's own,
+    the API's):
+
+    - a final status (delivered, failed, suppressed) is never left;
+    - a failed attempt older than the attempts already seen (read back late) is ignored;
+    - a deferral moves a pending notification (requested, deferred, retrying) to ``deferred``
+      with its attempt count unchanged, unless it is older than the attempts already seen: one
+      decided before attempt n carries ``attempt`` < n and, read back after that attempt's
+      outcome, changes nothing (it would otherwise hide a later ``retrying``).
+    """
     if status in SEND_FINAL:
         return None
     if isinstance(outcome, NotificationDelivered):
@@ -126,4 +162,6 @@ def send_step(status: str, attempts: int, outcome: SendOutcome) -> tuple[str, in
         if outcome.attempt < attempts:
             return None
         return ("retrying" if outcome.will_retry else "failed"), outcome.attempt
+    if isinstance(outcome, NotificationDeferred):
+        return None if outcome.attempt < attempts else ("deferred", attempts)
     return "suppressed", attempts

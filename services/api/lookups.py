@@ -139,5 +139,6 @@ def send_out(s: Send) -> NotificationOut:
         channel=s.channel, recipient=s.recipient, template=s.template, status=s.status, final=s.final,
         attempts=s.attempts, provider=s.provider or None, provider_message_id=s.provider_message_id or None,
         last_error=s.last_error or None, suppressed_reason=s.suppressed_reason or None,
+        deferred_reason=s.deferred_reason, deferred_until=s.deferred_until,
         requested_at=s.requested_at, updated_at=s.updated_at,
     )  # fmt: skip

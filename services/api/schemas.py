@@ -12,7 +12,7 @@ from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, fi
 
 from libs.events.billing import BillingMode
 from libs.events.control import Action
-from libs.events.notify import Channel, Locale, Template
+from libs.events.notify import Channel, DeferReason, Locale, Template
 from services.api.records import MeterState
 from services.api.sendlog import SendStatus
 
@@ -313,8 +313,9 @@ class NotificationOut(BaseModel):
     recipient: str = Field(description="phone number (sms) or openid (wechat), as the request named it")
     template: str
     status: SendStatus = Field(
-        description="requested (waiting, or held back by quiet hours or a rate limit), retrying, or final: "
-        "delivered, failed (given up; on mf.dead-letter) or suppressed (a duplicate)"
+        description="requested (waiting to be sent), deferred (held back by quiet hours or a rate limit until "
+        "deferred_until), retrying, or final: delivered, failed (given up; on mf.dead-letter) or suppressed "
+        "(a duplicate)"
     )
     final: bool = Field(description="delivered, failed or suppressed: nothing more is tried")
     attempts: int = Field(description="attempts made so far")
@@ -322,6 +323,10 @@ class NotificationOut(BaseModel):
     provider_message_id: str | None = Field(description="the provider's id of the delivered message")
     last_error: str | None = Field(description="the latest failed attempt's reason (kept after a delivery)")
     suppressed_reason: str | None
+    deferred_reason: DeferReason | None = Field(
+        description="why the latest deferral held it back: quiet_hours or rate_limited (kept after a later attempt)"
+    )
+    deferred_until: datetime | None = Field(description="when the latest deferral let it go again")
     requested_at: datetime
     updated_at: datetime = Field(description="time of the latest fact about it")
 

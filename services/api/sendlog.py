@@ -2,13 +2,13 @@
 ``mf.notifications`` — a request, then its attempts' outcomes — as a pure fold with no Kafka in it
 (the read model feeds it, :mod:`services.api.readmodel`).
 
-``status`` is what happened last: ``requested`` (not sent yet: waiting, or held back by quiet
-hours or a rate limit — notify records no fact for a deferral), ``retrying`` (an attempt failed,
-notify tries again), or a final one: ``delivered`` (the provider accepted it), ``failed`` (notify
-gave up; the request went to ``mf.dead-letter``), ``suppressed`` (the same notice already reached
-the recipient). A row never leaves a final state, and a failed attempt older than the attempts
-already seen changes nothing: ``libs.events.notify.send_step``, the rule notify's own send log
-folds by too.
+``status`` is what happened last: ``requested`` (not sent yet: waiting to be sent), ``deferred``
+(held back by quiet hours or a rate limit until ``deferred_until``), ``retrying`` (an attempt
+failed, notify tries again), or a final one: ``delivered`` (the provider accepted it), ``failed``
+(notify gave up; the request went to ``mf.dead-letter``), ``suppressed`` (the same notice already
+reached the recipient). A row never leaves a final state, and a failed attempt or a deferral
+older than the attempts already seen changes nothing: ``libs.events.notify.send_step``, the rule
+notify's own send log folds by too.
 
 Memory is bounded per project: the newest ``kept`` requests of each project stay (by arrival),
 older ones go; the whole history stays on the log and in ClickHouse (``v_notifications``). Rows
@@ -36,6 +36,7 @@ class SendStatus(StrEnum):
     """What happened to a notification last."""
 
     REQUESTED = "requested"
+    DEFERRED = "deferred"
     RETRYING = "retrying"
     DELIVERED = "delivered"
     FAILED = "failed"
@@ -45,6 +46,7 @@ class SendStatus(StrEnum):
 FINAL = frozenset(SendStatus(s) for s in nfy.SEND_FINAL)
 FACTS = (
     nfy.NotificationRequested,
+    nfy.NotificationDeferred,
     nfy.NotificationDelivered,
     nfy.NotificationFailed,
     nfy.NotificationSuppressed,
@@ -67,6 +69,9 @@ class Send:
     provider_message_id: str = ""
     last_error: str = ""  # the latest failed attempt's reason (kept if a later attempt delivered)
     suppressed_reason: str = ""
+    # the latest deferral (kept after a later attempt, like last_error): why and until when
+    deferred_reason: nfy.DeferReason | None = None
+    deferred_until: datetime | None = None
 
     @property
     def final(self) -> bool:
@@ -131,6 +136,8 @@ class SendLog:
             row.provider, row.provider_message_id = sys.intern(e.provider), e.provider_message_id
         elif isinstance(e, nfy.NotificationFailed):
             row.provider, row.last_error = sys.intern(e.provider), e.reason
+        elif isinstance(e, nfy.NotificationDeferred):
+            row.deferred_reason, row.deferred_until = e.reason, e.until
         else:
             row.suppressed_reason = e.reason
 

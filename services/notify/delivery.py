@@ -15,7 +15,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from libs.events.base import event_id_for
-from libs.events.notify import Channel, NotificationRequested
+from libs.events.notify import Channel, DeferReason, NotificationRequested
 from services.notify.templates import Notice, Template
 
 
@@ -126,7 +126,7 @@ class Verdict(StrEnum):
 class Decision:
     verdict: Verdict
     until: datetime | None = None
-    reason: str = ""
+    reason: str = ""  # a DeferReason for DEFER, free text for DUPLICATE
 
 
 @dataclass
@@ -166,13 +166,13 @@ class DeliveryPolicy:
         quiet = settings.quiet_hours
         bypass = job.urgent and settings.urgent_bypasses_quiet_hours
         if quiet is not None and not bypass and quiet.contains(now):
-            return Decision(Verdict.DEFER, quiet.end_after(now), "quiet_hours")
+            return Decision(Verdict.DEFER, quiet.end_after(now), DeferReason.QUIET_HOURS)
         # An urgent notice (power cut) is never held back by the bucket, and a retry does not
         # pay again: the failed attempt reached nobody, and its first admission took the token.
         if not job.urgent and job.attempt == 0:
             wait = self._take_token(job.request.recipient, now)
             if wait is not None:
-                return Decision(Verdict.DEFER, now + wait, "rate_limited")
+                return Decision(Verdict.DEFER, now + wait, DeferReason.RATE_LIMITED)
         return Decision(Verdict.SEND)
 
     def _take_token(self, recipient: str, now: datetime) -> timedelta | None:

@@ -1,7 +1,7 @@
 """The delivery loop around :class:`DeliveryPolicy`: a time-ordered queue of jobs, the channel
 adapters, and the send log. Clock and randomness are injected, so tests drive time by hand.
 
-The log holds the libs/events facts (``NotificationRequested/Delivered/Failed``) plus one
+The log holds the libs/events facts (``NotificationRequested/Deferred/Delivered/Failed``) plus one
 :class:`LogEntry` per decision, deferrals and duplicates included; :attr:`outcomes` holds the
 final state of every request: delivered, deduplicated or dead_lettered.
 """
@@ -13,11 +13,17 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from libs.events.base import Event
-from libs.events.notify import Channel, NotificationDelivered, NotificationFailed
+from libs.events.base import Event, event_id_for
+from libs.events.notify import (
+    Channel,
+    DeferReason,
+    NotificationDeferred,
+    NotificationDelivered,
+    NotificationFailed,
+)
 from services.notify.delivery import AccountSettings, DeliveryPolicy, Job, Verdict
 from services.notify.providers.base import ProviderError, ProviderReceipt, SmsSender, WeChatSender
 from services.notify.templates import Template, render
@@ -115,15 +121,31 @@ class Dispatcher:
         if decision.verdict is Verdict.DUPLICATE:
             self._final(job, now, Outcome.DEDUPLICATED, decision.reason)
             return
+        base: dict[str, str | None] = {"project_id": request.project_id, "subject_id": request.subject_id}
+        base |= {"correlation_id": request.correlation_id, "causation_id": request.event_id}
         if decision.verdict is Verdict.DEFER:
             assert decision.until is not None
-            self._note(job, now, "deferred", f"{decision.reason} until {decision.until.isoformat()}")
+            # the same deferral decided again (a restart within quiet hours) is the same fact;
+            # until in UTC, so the id does not depend on the clock's time zone
+            until = decision.until.astimezone(UTC).isoformat()
+            deferred = NotificationDeferred(
+                **base,
+                event_id=event_id_for(
+                    request.project_id, "notification_deferred", job.notification_id, until
+                ),
+                time=now,
+                notification_id=job.notification_id,
+                channel=request.channel,
+                reason=DeferReason(decision.reason),
+                until=decision.until,
+                attempt=job.attempt,
+            )
+            self.events.append(deferred)
+            self._note(job, now, "deferred", deferred.detail)
             self._push(decision.until, job)
             return
         attempt = job.attempt + 1
         send = self.channels[request.channel]
-        base: dict[str, str | None] = {"project_id": request.project_id, "subject_id": request.subject_id}
-        base |= {"correlation_id": request.correlation_id, "causation_id": request.event_id}
         try:
             receipt = await send(job, settings)
         except ProviderError as error:

@@ -7,7 +7,7 @@ One process, one replica, two halves (docs/architecture.md, "Notify"):
   emits ``NotificationRequested`` with ids derived from their cause;
 - the *sender* (:mod:`services.notify.sender`) tails mf.notifications, applies the delivery
   policy (quiet hours, dedupe, rate limits, retries with backoff), calls the providers over
-  httpx, and records delivered / failed / suppressed facts and dead letters.
+  httpx, and records deferred / delivered / failed / suppressed facts and dead letters.
 
 HTTP on ``MF_NOTIFY_HTTP_PORT``: ``/healthz``, ``/readyz``, ``/metrics`` and the send log
 ``GET /sends?project_id=&account_id=&recipient=&status=&limit=``.
@@ -190,7 +190,7 @@ def _serve_http(notify: Notify, port: int) -> None:
         for status, count in sender.sendlog.counts().items():
             rows.labels(status).set(count)
         stats = sender.stats
-        for name in ("delivered", "failed", "dead_lettered", "suppressed"):
+        for name in ("deferred", "delivered", "failed", "dead_lettered", "suppressed"):
             outcomes.labels(name).set(getattr(stats, name))
         waiting.set(sender.waiting)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -15,9 +15,11 @@ re-sends that one message (at-least-once, like every consumer here).
 Each pass: fold new records, submit requests whose account (project and account id: ids are per
 project) the decider's directory knows, run
 what is due (quiet hours and rate limits defer, failures back off), then produce the outcomes —
-delivered / failed / suppressed facts to mf.notifications and, after the last attempt, the
-request itself to mf.dead-letter with ``reason`` and ``attempts`` headers — awaiting each, so an
-outcome is on the broker before the next pass. Nothing ends without a fact.
+deferred / delivered / failed / suppressed facts to mf.notifications and, after the last
+attempt, the request itself to mf.dead-letter with ``reason`` and ``attempts`` headers —
+awaiting each, so an outcome is on the broker before the next pass. Nothing ends without a fact, and a deferral is one
+too: the send log (this service's and the API's) learns of it by folding the fact read back, like
+every other outcome, so it survives a restart.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from libs.events.base import Event
 from libs.events.codec import Codec, EventDecodeError
 from libs.events.notify import (
     Channel,
+    NotificationDeferred,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
@@ -54,6 +57,7 @@ _TEMPLATES = frozenset(t.value for t in Template)
 @dataclass
 class SenderStats:
     records: int = 0
+    deferred: int = 0
     delivered: int = 0
     failed: int = 0
     dead_lettered: int = 0
@@ -222,9 +226,7 @@ class Sender:
     async def _publish(self, producer: AIOKafkaProducer) -> None:
         reasons: dict[str, str] = {}
         for entry in self.dispatcher.log[self._log_seen :]:
-            if entry.what == "deferred":
-                self.sendlog.deferred(entry.notification_id, entry.at, entry.detail)
-            elif entry.what == "dead_lettered":
+            if entry.what == "dead_lettered":
                 reasons[entry.notification_id] = entry.detail
             elif entry.what == "deduplicated":
                 self._suppress(entry.notification_id, entry.detail)
@@ -233,7 +235,9 @@ class Sender:
         for event in events:
             if isinstance(event, NotificationRequested):
                 continue  # already on the log: the dispatcher lists what it accepted
-            if isinstance(event, NotificationDelivered):
+            if isinstance(event, NotificationDeferred):
+                self.stats.deferred += 1
+            elif isinstance(event, NotificationDelivered):
                 self.stats.delivered += 1
             elif isinstance(event, NotificationFailed):
                 self.stats.failed += 1

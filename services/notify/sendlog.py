@@ -1,8 +1,9 @@
 """The queryable send log: one row per notification, folded from the mf.notifications facts
-(plus deferrals, which live only in the running sender), newest last, bounded in size.
+(deferrals included), newest last, bounded in size.
 
 A row never leaves a final state (delivered, failed, suppressed) for an earlier one, so reading
-the topic again after a restart, or a late read-back of an older attempt, cannot regress it.
+the topic again after a restart, or a late read-back of an older attempt or deferral, cannot
+regress it (``libs.events.notify.send_step``, the rule the API's send log folds by too).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from libs.events.base import Event
 from libs.events.notify import (
     SEND_FINAL,
+    NotificationDeferred,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
@@ -78,14 +80,10 @@ class SendLog:
             row.provider, row.provider_message_id, row.detail = event.provider, event.provider_message_id, ""
         elif isinstance(event, NotificationFailed):
             row.provider, row.detail = event.provider, event.reason
+        elif isinstance(event, NotificationDeferred):
+            row.detail = event.detail  # "quiet_hours until 2026-11-22T07:00:00+08:00"
         else:
             row.detail = event.reason
-
-    def deferred(self, notification_id: str, at: datetime, detail: str) -> None:
-        """The sender held a request back (quiet hours, rate limit) until a later time."""
-        row = self.rows.get(notification_id)
-        if row is not None and row.status not in FINAL:
-            row.status, row.updated_at, row.detail = "deferred", at, detail
 
     def query(
         self,

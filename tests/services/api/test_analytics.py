@@ -24,6 +24,7 @@ from libs.events import (
     MeterOnline,
     MeterRegistered,
     MeterUpdated,
+    NotificationDeferred,
     NotificationRequested,
     ReadingRecorded,
     RechargeAccepted,
@@ -226,6 +227,10 @@ def _events() -> tuple[list[ReadingRecorded], list[Event]]:
             template="arrears",
             account_id="a2",
             time=t0,
+        ),
+        NotificationDeferred(  # read, and not recorded (notification_events has no such stage)
+            project_id=P, subject_id="138", notification_id="n1", channel="sms", reason="quiet_hours",
+            until=t0 + timedelta(hours=8), attempt=0, time=t0,
         ),
         ChargeApplied(
             project_id=P, subject_id="a1", account_id="a1", meter_id="m0", time=t0, start=t0 - timedelta(hours=1),

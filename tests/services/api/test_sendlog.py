@@ -6,11 +6,13 @@ bounded per project)."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from libs.events import Event
 from libs.events.notify import (
+    DeferReason,
+    NotificationDeferred,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
@@ -92,7 +94,7 @@ async def test_the_send_log_shows_every_request_and_its_outcome(harness: Harness
         "project_id": project, "notification_id": "n1", "account_id": "a0", "channel": "sms", "recipient": PHONE,
         "template": "low_balance_1", "status": "delivered", "final": True, "attempts": 2, "provider": "aliyun",
         "provider_message_id": "ali-1", "last_error": "http:503", "suppressed_reason": None,
-        "requested_at": "2024-03-01T08:01:00Z", "updated_at": "2024-03-01T08:07:00Z",
+        "deferred_reason": None, "deferred_until": None, "requested_at": "2024-03-01T08:01:00Z", "updated_at": "2024-03-01T08:07:00Z",
     }  # fmt: skip
     assert {k: by_id["n2"][k] for k in ("status", "final", "attempts", "provider", "last_error", "channel")} == {
         "status": "failed", "final": True, "attempts": 1, "provider": "wechat", "last_error": "api:43004",
@@ -121,6 +123,49 @@ async def test_the_send_log_shows_every_request_and_its_outcome(harness: Harness
     await h.until(lambda: h.app.state.api.readmodel.sends.get(project, "n6"))
     again = {r["notification_id"]: r for r in await items(h, cashier)}
     assert again["n1"] == by_id["n1"] and len(again) == 6
+
+
+async def test_a_deferred_message_shows_why_and_until_when(harness: Harness) -> None:
+    h = harness
+    project = f"pd-{uuid.uuid4().hex[:8]}"
+    shanghai = timezone(timedelta(hours=8))
+    seven = datetime(2024, 3, 2, 7, 0, tzinfo=shanghai)  # the end of the quiet hours, local time
+    n1 = request(project, "n1", 1)  # deferred by quiet hours, still waiting
+    n2 = request(project, "n2", 2, template="arrears")  # a retry held back by the rate limit
+    n3 = request(project, "n3", 3, template="recharge_arrived")  # deferred, then delivered
+    await h.publish(
+        n1, n2, n3,
+        outcome(NotificationDeferred, n1, 4, reason="quiet_hours", until=seven, attempt=0),
+        outcome(NotificationFailed, n2, 5, provider="aliyun", reason="http:503", attempt=1, will_retry=True),
+        outcome(NotificationDeferred, n2, 6, reason="rate_limited", until=T0 + timedelta(minutes=16), attempt=1),
+        outcome(NotificationDeferred, n3, 7, reason="quiet_hours", until=seven, attempt=0),
+        outcome(NotificationDelivered, n3, 8, provider="aliyun", provider_message_id="ali-3", attempt=1),
+        outcome(NotificationDeferred, n3, 9, reason="quiet_hours", until=seven, attempt=0),  # read back late
+    )  # fmt: skip
+    await h.until(lambda: ((s := h.app.state.api.readmodel.sends.get(project, "n3")) and s.final) or None)
+    _, viewer = await h.user(("viewer",), (project,))
+
+    rows = await items(h, viewer, status="deferred")
+    assert [r["notification_id"] for r in rows] == ["n2", "n1"]
+    by_id = {r["notification_id"]: r for r in rows}
+    n1_row = by_id["n1"]
+    assert (n1_row["status"], n1_row["final"], n1_row["attempts"], n1_row["deferred_reason"]) == (
+        "deferred", False, 0, "quiet_hours"
+    )  # fmt: skip
+    assert datetime.fromisoformat(n1_row["deferred_until"]) == seven == datetime(2024, 3, 1, 23, tzinfo=UTC)
+    assert n1_row["updated_at"] == "2024-03-01T08:04:00Z"
+    n2_row = by_id["n2"]
+    assert (n2_row["attempts"], n2_row["last_error"], n2_row["deferred_reason"]) == (
+        1,
+        "http:503",
+        "rate_limited",
+    )
+    assert datetime.fromisoformat(n2_row["deferred_until"]) == T0 + timedelta(minutes=16)
+    [n3_row] = await items(h, viewer, template="recharge_arrived")
+    assert (n3_row["status"], n3_row["final"], n3_row["attempts"], n3_row["provider_message_id"]) == (
+        "delivered", True, 1, "ali-3"
+    )  # fmt: skip
+    assert n3_row["deferred_reason"] == "quiet_hours" and n3_row["updated_at"] == "2024-03-01T08:08:00Z"
 
 
 FILTERS: list[tuple[dict[str, str], list[str]]] = [
@@ -219,7 +264,7 @@ async def test_roles_without_the_permission_get_403(harness: Harness) -> None:
 
 BAD: list[tuple[dict[str, str], list[str] | None]] = [
     ({"status": "dead_lettered"}, ["query", "status"]),
-    ({"status": "deferred"}, ["query", "status"]),  # held back by notify: no fact says so (yet)
+    ({"status": "queued"}, ["query", "status"]),
     ({"channel": "fax"}, ["query", "channel"]),
     ({"since": "2024-03-01T08:00:00"}, ["query", "since"]),  # no timezone offset
     ({"until": "yesterday"}, ["query", "until"]),
@@ -283,6 +328,28 @@ def test_a_final_state_sticks_and_older_attempts_change_nothing() -> None:
     # an outcome whose request is unknown (or already evicted) makes no row
     log.apply(outcome(NotificationDelivered, request("p", "n9", 0), 1, provider="aliyun", attempt=1))
     assert log.get("p", "n9") is None and len(log) == 1
+
+
+def test_a_deferral_older_than_the_attempts_seen_changes_nothing() -> None:
+    log = SendLog()
+    n1 = request("p", "n1", 0)
+    later = T0 + timedelta(hours=1)
+    for e in (
+        n1,
+        outcome(NotificationDeferred, n1, 1, reason="rate_limited", until=later, attempt=0),
+        outcome(NotificationFailed, n1, 2, provider="aliyun", reason="e1", attempt=1, will_retry=True),
+        outcome(NotificationDeferred, n1, 3, reason="quiet_hours", until=later, attempt=0),  # read back late
+    ):
+        log.apply(e)
+    row = log.get("p", "n1")
+    assert row is not None
+    assert (row.status, row.attempts, row.deferred_reason, row.updated_at) == (
+        "retrying", 1, DeferReason.RATE_LIMITED, T0 + timedelta(minutes=2)
+    )  # fmt: skip
+    log.apply(outcome(NotificationDeferred, n1, 4, reason="quiet_hours", until=later, attempt=1))
+    assert (row.status, row.attempts, row.deferred_reason, row.deferred_until) == (
+        "deferred", 1, DeferReason.QUIET_HOURS, later
+    )  # fmt: skip
 
 
 def test_each_project_keeps_its_newest_requests_and_the_account_index_follows() -> None:

@@ -18,15 +18,17 @@ from libs.events import (
     CommandAcknowledged,
     CommandRequested,
     Event,
+    NotificationDeferred,
     NotificationDelivered,
     NotificationFailed,
     NotificationRequested,
     NotificationSuppressed,
     SubscriptionSet,
 )
+from libs.events.base import event_id_for
 from libs.events.billing import AlarmKind, BillingMode
 from libs.events.control import Action
-from libs.events.notify import Channel
+from libs.events.notify import Channel, DeferReason
 from libs.events.topics import CATALOGUE, DEAD_LETTER, NOTIFICATIONS
 from libs.settings import load
 from libs.stack.broker import EmbeddedBroker, ensure_topics
@@ -181,14 +183,57 @@ async def test_quiet_hours_defer_but_a_power_cut_goes_out_at_once(
         await service.feed(opened(openid="oStu1"), quiet, arrears(clock), trip, ack)
         await eventually(lambda: len(providers.state.received) == 1, what="the power-cut SMS")
         assert providers.state.received[0].template == "SMS_POWER_CUT"
+        # the send log learns of the deferral from its fact, read back from the broker
+        await eventually(lambda: len(sender.sendlog.query(status="deferred")) == 1, what="deferred row")
         [row] = sender.sendlog.query(status="deferred")
-        assert row["template"] == "arrears" and "quiet_hours until 2026-11-21T23:00:00+00:00" in row["detail"]
-        await asyncio.sleep(0.5)
+        assert row["template"] == "arrears" and row["detail"] == "quiet_hours until 2026-11-21T23:00:00+00:00"
+        await asyncio.sleep(0.5)  # many passes: the held request is not deferred again
         assert len(providers.state.received) == 1
+        [deferral] = [e for e in await facts(broker) if isinstance(e, NotificationDeferred)]
+        nid = row["notification_id"]
+        assert (deferral.notification_id, deferral.subject_id, deferral.project_id) == (nid, PHONE, "p")
+        assert (deferral.reason, deferral.until, deferral.attempt) == (
+            DeferReason.QUIET_HOURS, datetime(2026, 11, 21, 23, 0, tzinfo=UTC), 0
+        )  # fmt: skip
+        assert deferral.event_id == event_id_for(
+            "p", "notification_deferred", nid, "2026-11-21T23:00:00+00:00"
+        )
+        assert sender.stats.deferred == 1
         clock.now = datetime(2026, 11, 21, 23, 0, 1, tzinfo=UTC)  # 07:00:01 in Shanghai
         await eventually(lambda: len(providers.state.received) == 2, what="the deferred SMS")
+        await eventually(lambda: sender.sendlog.counts()["delivered"] == 2, what="both rows delivered")
+        [row] = [r for r in sender.sendlog.query() if r["notification_id"] == nid]
+        assert (row["status"], row["attempts"], row["detail"]) == ("delivered", 1, "")
+        assert sender.sendlog.counts()["deferred"] == 0 and sender.stats.deferred == 1
     assert providers.state.received[1].template == "SMS_ARREARS"
     assert all(r.provider == "aliyun" for r in providers.state.received)  # SMS only, as subscribed
+
+
+async def test_a_deferral_survives_a_restart_and_decided_again_is_the_same_fact(
+    broker: str, providers: ProviderServer, client: httpx.AsyncClient
+) -> None:
+    clock = Clock(datetime(2026, 11, 21, 15, 0, tzinfo=UTC))  # 23:00 in Shanghai
+    conf = settings(providers)
+    quiet = SubscriptionSet(
+        project_id="p", subject_id="acc-1", account_id="acc-1", quiet_start_minute=22 * 60,
+        quiet_end_minute=7 * 60,
+    )  # fmt: skip
+    first = Service(broker, conf, client, clock)
+    async with first.running() as sender:
+        await first.feed(opened(), quiet, arrears(clock))
+        await eventually(lambda: sender.sendlog.counts()["deferred"] == 1, what="the deferral")
+
+    second = Service(broker, conf, client, clock)  # a new process: nothing but the log
+    for fact in (opened(), quiet):
+        second.state.fold(fact)
+    async with second.running() as sender:
+        [row] = sender.sendlog.query()  # folded while catching up
+        assert (row["status"], row["detail"]) == ("deferred", "quiet_hours until 2026-11-21T23:00:00+00:00")
+        await eventually(lambda: sender.stats.deferred == 1, what="the resumed request deferred again")
+        await asyncio.sleep(0.3)
+        assert sender.sendlog.counts()["deferred"] == 1 and not providers.state.received
+    first_deferral, again = [e for e in await facts(broker) if isinstance(e, NotificationDeferred)]
+    assert again == first_deferral  # same id and fields: consumers apply it once
 
 
 async def test_duplicates_are_sent_once_and_a_restart_resends_nothing(
