@@ -159,9 +159,8 @@ def rows_for(event: Event, out: Rows) -> None:
         case acq.MeterUpdated():
             _attributes(event, e.meter_id, dict(e.changes), out)
         case acq.MeterReplaced():
-            _attributes(
-                event, e.meter_id, {"address": e.new_address, "replaced_at": e.replaced_at.isoformat()}, out
-            )
+            attrs = {"address": e.new_address, "replaced_at": e.replaced_at.isoformat()}
+            _attributes(event, e.meter_id, attrs | {"replacement_reason": str(e.reason)}, out)
         case acq.MeterOnline() | acq.MeterLostContact() | acq.RouteSwitched():
             status = {acq.MeterOnline: "online", acq.MeterLostContact: "lost_contact"}.get(
                 type(event), "route_switched"
@@ -303,6 +302,11 @@ def rows_for(event: Event, out: Rows) -> None:
                     eid,
                 ]
             )
+        case control.CommandAbandoned():
+            out["command_events"].append(
+                [p, e.meter_id, e.command_id, t, "abandoned", str(e.action), e.requested_by, e.attempts, 0,
+                 f"{e.outcome}: {e.reason}", eid]
+            )  # fmt: skip
         case notify.NotificationRequested():
             out["notification_events"].append(
                 [p, e.notification_id, t, "requested", str(e.channel), e.recipient, e.template,
@@ -330,10 +334,14 @@ def rows_for(event: Event, out: Rows) -> None:
                     eid,
                 ]
             )
-        case notify.NotificationDeferred() | notify.NotificationSuppressed():
-            # not recorded: notification_events.stage is an Enum8 of requested / delivered /
-            # failed, and another stage needs a migration (the API's send log shows both)
-            pass
+        case notify.NotificationDeferred():
+            out["notification_events"].append(
+                [p, e.notification_id, t, "deferred", str(e.channel), "", "", "", "", e.attempt, e.detail, eid]
+            )  # fmt: skip
+        case notify.NotificationSuppressed():
+            out["notification_events"].append(
+                [p, e.notification_id, t, "suppressed", str(e.channel), "", "", "", "", 0, e.reason, eid]
+            )  # fmt: skip
         case _:
             pass
 

@@ -17,12 +17,14 @@ from libs.events import (
     AlarmRaised,
     BalanceChanged,
     Codec,
+    CommandAbandoned,
     CommandAcknowledged,
     CommandRequested,
     Event,
     MeterLostContact,
     MeterOnline,
     MeterRegistered,
+    MeterReplaced,
     MeterUpdated,
     NotificationDeferred,
     NotificationRequested,
@@ -228,9 +230,22 @@ def _events() -> tuple[list[ReadingRecorded], list[Event]]:
             account_id="a2",
             time=t0,
         ),
-        NotificationDeferred(  # read, and not recorded (notification_events has no such stage)
+        NotificationDeferred(
             project_id=P, subject_id="138", notification_id="n1", channel="sms", reason="quiet_hours",
-            until=t0 + timedelta(hours=8), attempt=0, time=t0,
+            until=t0 + timedelta(hours=8), attempt=0, time=t0 + timedelta(seconds=1),
+        ),
+        CommandRequested(
+            project_id=P, subject_id="m2", command_id="cmd2", meter_id="m2", action="close",
+            requested_by="policy:arrears", reason="recharged", time=t0,
+        ),
+        MeterReplaced(  # a clear (C5): same address, registers from zero
+            project_id=P, subject_id="m2", meter_id="m2", old_address="000000000002", new_address="000000000002",
+            final_registers={}, initial_registers={}, replaced_at=t0, reason="cleared", time=t0,
+        ),
+        CommandAbandoned(  # control gave up: no reply in time
+            project_id=P, subject_id="m2", command_id="cmd2", meter_id="m2", action="close",
+            outcome="timed_out", attempts=3, reason="no reply in time", requested_by="policy:arrears",
+            time=t0 + timedelta(minutes=5),
         ),
         ChargeApplied(
             project_id=P, subject_id="a1", account_id="a1", meter_id="m0", time=t0, start=t0 - timedelta(hours=1),
@@ -337,8 +352,8 @@ async def test_sink_fills_every_table_once(loaded: Client) -> None:
         "alarm_events": 3,
         "accounts": 2,
         "comm_events": 2,
-        "command_events": 2,
-        "notification_events": 1,
+        "command_events": 4,
+        "notification_events": 2,
         "charge_lines": 2,
         "settlement_lines": 1,
         "meter_freezes": 2,
@@ -358,7 +373,16 @@ async def test_sink_fills_every_table_once(loaded: Client) -> None:
     assert loaded.query("SELECT * FROM v_balances_latest ORDER BY account_id").result_rows[0][2] == 5600
     ageing = loaded.query("SELECT account_id, balance_fen, bucket FROM v_arrears_ageing").result_rows
     assert ageing == [("a2", -300, "90+")]
-    assert loaded.query("SELECT command_id, status FROM v_commands").result_rows == [("cmd1", "acknowledged")]
+    assert loaded.query("SELECT command_id, status FROM v_commands ORDER BY command_id").result_rows == [
+        ("cmd1", "acknowledged"),
+        ("cmd2", "abandoned"),
+    ]
+    assert loaded.query("SELECT notification_id, status FROM v_notifications").result_rows == [
+        ("n1", "deferred")
+    ]
+    assert loaded.query(
+        "SELECT meter_id, value FROM meter_attributes FINAL WHERE name = 'replacement_reason'"
+    ).result_rows == [("m2", "cleared")]
 
 
 @pytest.mark.slow
