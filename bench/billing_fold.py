@@ -90,8 +90,9 @@ def folded(port: int, count: int, timeout: float = 600) -> tuple[float | None, f
     return first, None
 
 
-async def latency(bootstrap: str, stream: list, rate: int, seconds: float) -> list[float]:
-    """Send readings at ``rate``/s; return send → BalanceChanged latencies in milliseconds."""
+async def latency(bootstrap: str, stream: list, rate: int, seconds: float) -> tuple[int, list[float]]:
+    """Send readings at ``rate``/s; return how many were sent and the send → BalanceChanged
+    latencies in milliseconds."""
     codec = Codec()
     last: dict[str, ReadingRecorded] = {}
     for e in stream:
@@ -157,7 +158,7 @@ async def latency(bootstrap: str, stream: list, rate: int, seconds: float) -> li
         await asyncio.gather(collector, return_exceptions=True)
         if len(got) < len(sent):
             print(f"latency         {len(sent) - len(got):,} of {len(sent):,} readings got no BalanceChanged")
-        return [(got[k] - sent[k]) * 1000 for k in got]
+        return len(sent), [(got[k] - sent[k]) * 1000 for k in got]
     finally:
         await producer.stop()
         await consumer.stop()
@@ -182,6 +183,7 @@ def main() -> None:
               f"partitions per topic {layout} (MF_PARTITIONS_MAX)")  # fmt: skip
         expected = oracle.balances([*reference, *stream])
         asyncio.run(publish(broker.bootstrap, [*reference, *money]))
+        extra = 0  # readings the latency phase sent
         with tempfile.TemporaryDirectory() as state, tempfile.TemporaryDirectory() as cold_state:
             port = free_port()
             worker = start_worker(broker.bootstrap, state, port)
@@ -215,7 +217,8 @@ def main() -> None:
                     f"replay balances {'match' if result.replayed == expected else 'DIFFER from'} the oracle"
                 )
                 if last is not None:
-                    lat = sorted(asyncio.run(latency(broker.bootstrap, stream, args.rate, args.seconds)))
+                    extra, lat = asyncio.run(latency(broker.bootstrap, stream, args.rate, args.seconds))
+                    lat.sort()
                     if lat:
                         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
                         print(
@@ -230,7 +233,7 @@ def main() -> None:
             # in the order its consumer fetches the topics (readings may come before their accounts
             # and wait for them). Its counters include the latency phase's readings.
             cold_port = free_port()
-            total = facts + (args.rate * int(args.seconds) if last is not None else 0)
+            total = facts + extra
             cold = start_worker(broker.bootstrap, cold_state, cold_port)
             try:
                 first, done = folded(cold_port, total)
