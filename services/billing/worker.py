@@ -25,7 +25,6 @@ seen first. Either way a repeat carries the same id and the ledger drops it.
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -44,14 +43,15 @@ from libs.events.billing import (
 from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.catchup import CatchUp, EndOffsets
-from libs.stack.processor import Inbound, Outbound, SnapshotRejected
+from libs.stack.processor import Inbound, Outbound
+from libs.stack.snapshot import ChunkedPickle, SnapshotRejected, load_chunked
 from services.billing.domain import allowances
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
 from services.billing.domain.books import MONEY, Books
 from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 6  # bump when the books' shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 7  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 # Billing's own outputs (on mf.ledger, which billing does not read; on mf.billing in logs written
@@ -103,20 +103,23 @@ class BillingState:
     def restore(self, partition: int, blob: bytes | None) -> None:
         """Load the books from a snapshot (or start empty: the log is replayed)."""
         self._reset()
-        doc = pickle.loads(blob) if blob else None
         positions: dict[str, int] = {}
-        if isinstance(doc, tuple) and len(doc) == 6 and doc[0] == SNAPSHOT_VERSION:
+        if blob:
+            try:
+                doc = load_chunked(
+                    blob, lambda d: isinstance(d, tuple) and len(d) == 6 and d[0] == SNAPSHOT_VERSION
+                )
+            except SnapshotRejected as exc:
+                log.warning("billing: snapshot ignored (%s); rebuilding from the event log", exc)
+                raise
             _, self.books, self.registered, self.waiting, self.plans, positions = doc
-        elif doc is not None:
-            log.warning("billing: snapshot of an older version ignored; rebuilding from the event log")
-            raise SnapshotRejected
         # configuration wins over the snapshot's
         self.books.alarm_config, self.books.freeze_schedule = self.alarm_config, self.freeze_schedule
         self.catchup.begin(dict(positions))
 
-    def snapshot(self, partition: int) -> Callable[[], bytes]:
-        """The books as bytes, pickled later from a shallow copy taken now (consistent: entries
-        are immutable), so the processor can pickle them off the event loop."""
+    def snapshot(self, partition: int) -> ChunkedPickle:
+        """The books, pickled later in pieces from a shallow copy taken now (consistent: entries
+        are immutable), so the processor can write them without holding the event loop."""
         doc = (
             SNAPSHOT_VERSION,
             self.books.copy(),
@@ -125,7 +128,7 @@ class BillingState:
             dict(self.plans),
             dict(self.catchup.positions),
         )
-        return lambda: pickle.dumps(doc, protocol=pickle.HIGHEST_PROTOCOL)
+        return ChunkedPickle(doc)
 
     def forget(self, partition: int) -> None:
         """The worker lost its partitions in a rebalance: drop the books until reassigned."""

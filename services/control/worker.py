@@ -43,7 +43,6 @@ each command). Rules of the loop around them:
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -76,7 +75,8 @@ from libs.events.control import (
 )
 from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.catchup import CatchUp, EndOffsets
-from libs.stack.processor import Inbound, Outbound, SnapshotRejected
+from libs.stack.processor import Inbound, Outbound
+from libs.stack.snapshot import ChunkedPickle, SnapshotRejected, load_chunked
 from services.control.domain import batch as batches
 from services.control.domain import directory as dirs
 from services.control.domain import lifecycle, parameters, policy
@@ -100,7 +100,7 @@ POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRe
 UNUSED = frozenset(cls.TYPE for cls in LEDGER_FACTS)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPLAY_QUIET_S = 5.0
-SNAPSHOT_VERSION = 5  # bump when the state's shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 6  # bump when the state's shape changes: older snapshots are rebuilt from the log
 COMPACT_EVERY = timedelta(minutes=10)  # how often the command index drops forgotten commands
 MAX_WAKES_PER_TICK = 1000  # per meter: a schedule far behind catches up over several ticks
 
@@ -181,10 +181,13 @@ class ControlState:
         self._reset()
         positions: dict[str, int] = {}
         if blob:
-            snap: Snapshot = pickle.loads(blob)
-            if not isinstance(snap, Snapshot) or snap.version != SNAPSHOT_VERSION:
-                log.warning("control: snapshot of an older version ignored; rebuilding from the event log")
-                raise SnapshotRejected
+            try:
+                snap: Snapshot = load_chunked(
+                    blob, lambda doc: isinstance(doc, Snapshot) and doc.version == SNAPSHOT_VERSION
+                )
+            except SnapshotRejected as exc:
+                log.warning("control: snapshot ignored (%s); rebuilding from the event log", exc)
+                raise
             self.directory, self.meters, self.attempts = snap.directory, snap.meters, snap.attempts
             self.index, self.batches, self.active = snap.index, snap.batches, snap.active
             positions = snap.positions
@@ -193,15 +196,17 @@ class ControlState:
                 meter.commands = _with_policy(meter.commands, self.retry)
         self.catchup.begin(positions)
 
-    def snapshot(self, partition: int) -> Callable[[], bytes]:
-        """The state as bytes, pickled later from copies taken now (the folds are immutable; the
-        containers and the per-meter records are copied), so it can be done off the event loop."""
+    def snapshot(self, partition: int) -> ChunkedPickle:
+        """The state, pickled later in pieces from copies taken now (the folds are immutable; the
+        containers and the per-meter records are copied), so it is written off the event loop."""
+        # Meter(**vars(m)) is replace(m) without its per-call field walk: half the time on the
+        # loop (~1 µs a meter), for a record whose fields are all init fields.
         snap = Snapshot(
-            self.directory, {k: replace(m) for k, m in self.meters.items()}, dict(self.attempts),
+            self.directory, {k: Meter(**vars(m)) for k, m in self.meters.items()}, dict(self.attempts),
             dict(self.index), dict(self.batches), set(self.active), dict(self.catchup.positions),
             dict(self.parameter_books), dict(self.models), SNAPSHOT_VERSION,
         )  # fmt: skip
-        return lambda: pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+        return ChunkedPickle(snap)
 
     def forget(self, partition: int) -> None:
         """The worker lost its partitions in a rebalance: drop the state until reassigned."""

@@ -150,7 +150,7 @@ def test_stale_facts_notify_nobody_and_state_survives_a_snapshot() -> None:
     assert s.fold(arrears(alarm_id="old", at=NOW - timedelta(hours=2))) == [] and s.stale == 1
     emitted = s.fold(arrears())
     restored = state()
-    restored.restore(0, s.snapshot(0))
+    restored.restore(0, s.snapshot(0)())
     assert restored.settings_for("p", "acc-1") == s.settings_for("p", "acc-1")
     assert restored.fold(arrears()) == []  # its requests were emitted before the snapshot
     assert len(emitted) == 2
@@ -312,7 +312,7 @@ def test_a_snapshot_of_an_older_version_is_rejected_and_the_log_rebuilds_the_dir
     assert restored.settings_for("p", "acc-1") == settings
     with pytest.raises(SnapshotRejected):
         restored.restore(0, pickle.dumps((1, s.directory)))
-    restored.restore(0, s.snapshot(0))
+    restored.restore(0, s.snapshot(0)())
     assert restored.settings_for("p", "acc-1") == settings
 
 
