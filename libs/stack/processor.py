@@ -207,7 +207,13 @@ class Processor:
                 offsets, blob = found if found else ({}, None)
                 try:
                     self.state.restore(partition, blob)
-                except SnapshotRejected:
+                except SnapshotRejected as exc:
+                    log.warning(
+                        "%s: snapshot of partition %d ignored (%s); rebuilding from the event log",
+                        self.name,
+                        partition,
+                        exc,
+                    )
                     found, offsets = None, {}
                     self.state.restore(partition, None)
                 self.owned.add(partition)
@@ -304,8 +310,8 @@ class Processor:
                 if inbound is not None:
                     batch.append(inbound)
                     events += len(inbound.events)
-            self.stats.skipped_types = dict(self.codec.skipped)
             await self._send(self.handler.handle(batch) if batch else [])
+        self.stats.skipped_types = dict(self.codec.skipped)
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
         if time.monotonic() - self._last_snapshot >= self.snapshot_every:

@@ -44,7 +44,7 @@ from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.processor import Inbound, Outbound
-from libs.stack.snapshot import ChunkedPickle, SnapshotRejected, load_chunked
+from libs.stack.snapshot import ChunkedPickle, load_chunked
 from services.billing.domain import allowances
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
 from services.billing.domain.books import MONEY, Books
@@ -104,14 +104,10 @@ class BillingState:
         """Load the books from a snapshot (or start empty: the log is replayed)."""
         self._reset()
         positions: dict[str, int] = {}
-        if blob:
-            try:
-                doc = load_chunked(
-                    blob, lambda d: isinstance(d, tuple) and len(d) == 6 and d[0] == SNAPSHOT_VERSION
-                )
-            except SnapshotRejected as exc:
-                log.warning("billing: snapshot ignored (%s); rebuilding from the event log", exc)
-                raise
+        if blob:  # SnapshotRejected for another version: the processor rebuilds from the log
+            doc = load_chunked(
+                blob, lambda d: isinstance(d, tuple) and len(d) == 6 and d[0] == SNAPSHOT_VERSION
+            )
             _, self.books, self.registered, self.waiting, self.plans, positions = doc
         # configuration wins over the snapshot's
         self.books.alarm_config, self.books.freeze_schedule = self.alarm_config, self.freeze_schedule

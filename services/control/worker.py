@@ -76,7 +76,7 @@ from libs.events.control import (
 from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.processor import Inbound, Outbound
-from libs.stack.snapshot import ChunkedPickle, SnapshotRejected, load_chunked
+from libs.stack.snapshot import ChunkedPickle, load_chunked
 from services.control.domain import batch as batches
 from services.control.domain import directory as dirs
 from services.control.domain import lifecycle, parameters, policy
@@ -181,13 +181,10 @@ class ControlState:
         self._reset()
         positions: dict[str, int] = {}
         if blob:
-            try:
-                snap: Snapshot = load_chunked(
-                    blob, lambda doc: isinstance(doc, Snapshot) and doc.version == SNAPSHOT_VERSION
-                )
-            except SnapshotRejected as exc:
-                log.warning("control: snapshot ignored (%s); rebuilding from the event log", exc)
-                raise
+            # SnapshotRejected for another version: the processor rebuilds from the log
+            snap: Snapshot = load_chunked(
+                blob, lambda doc: isinstance(doc, Snapshot) and doc.version == SNAPSHOT_VERSION
+            )
             self.directory, self.meters, self.attempts = snap.directory, snap.meters, snap.attempts
             self.index, self.batches, self.active = snap.index, snap.batches, snap.active
             positions = snap.positions

@@ -57,7 +57,7 @@ from libs.events.control import (
 from libs.events.notify import NotificationRequested, SubscriptionSet
 from libs.events.topics import ALARMS, BILLING, COMMANDS, LEDGER, NOTIFICATIONS
 from libs.stack.processor import Inbound, Outbound
-from libs.stack.snapshot import ChunkedPickle, SnapshotRejected, load_chunked
+from libs.stack.snapshot import ChunkedPickle, load_chunked
 from services.notify.delivery import AccountSettings, QuietHours, plan
 from services.notify.templates import Template, notice_for
 
@@ -131,13 +131,9 @@ class NotifyState:
         self.directory = Directory()
         if not blob:
             return
-        try:
-            _, directory, emitted = load_chunked(
-                blob, lambda doc: isinstance(doc, tuple) and len(doc) == 3 and doc[0] == SNAPSHOT_VERSION
-            )
-        except SnapshotRejected as exc:
-            log.warning("notify: snapshot ignored (%s); rebuilding from the event log", exc)
-            raise
+        _, directory, emitted = load_chunked(  # SnapshotRejected: the processor rebuilds from the log
+            blob, lambda doc: isinstance(doc, tuple) and len(doc) == 3 and doc[0] == SNAPSHOT_VERSION
+        )
         self.directory = replace(directory, emitted=OrderedDict.fromkeys(emitted))
 
     def snapshot(self, partition: int) -> ChunkedPickle:

@@ -120,7 +120,7 @@ class Books:
         """Fold one fact; return the facts it causes (empty for unknown or duplicate input)."""
         if isinstance(fact, ReadingRecorded):
             key = (fact.project_id, fact.meter_id)
-            before = self.meters.get(key) or MeterState(meter_id=fact.meter_id)
+            before = self._meter(*key)
             balance_before = self.account_of(*key)
             meter, outcome = observe(before, fact)
             self.meters[key] = meter
@@ -129,7 +129,7 @@ class Books:
                 return out  # a duplicate or stale reading says nothing new about purchases
             if balance_before is not None and before.last is not None and meter.last is not None:
                 out += self._freezes(fact, before, meter, balance_before)
-            return out + self._purchases(fact) if fact.purchase_count is not None else out
+            return out + self._purchases(fact)
         if isinstance(fact, MeterReplaced):
             meter, outcome = replaced(self._meter(fact.project_id, fact.meter_id), fact)
             self.meters[(fact.project_id, fact.meter_id)] = meter
@@ -298,8 +298,10 @@ class Books:
         return out
 
     def _purchases(self, fact: ReadingRecorded) -> list[Event]:
+        if fact.purchase_count is None or fact.frozen is not None:
+            return []  # checked first: most meters keep no purchase count
         account = self.account_of(fact.project_id, fact.meter_id)
-        if fact.purchase_count is None or account is None or fact.frozen is not None:
+        if account is None:
             return []
         if account.mode is not BillingMode.PREPAID:
             return []
