@@ -114,7 +114,11 @@ class ReadingRecorded(Event):
     ``{"active_import_kwh": {"total": …, "peak": …}}``, ``{"volume_m3": {"total": …}}``);
     ``instant`` holds instantaneous values (``voltage_a_v``, ``power_kw``, ``power_factor`` …).
     ``meter_time`` is the meter's own clock (None when not read), ``received_at`` when the
-    platform received the reply.
+    platform received the reply. ``registers_since`` is the ``replaced_at`` of the latest
+    ``MeterReplaced`` (a clear or a swap) the reader had published for this meter before it took
+    the reading, so its registers count from there (None: none, or a reader that keeps none).
+    Billing holds such a reading until that ``MeterReplaced`` is applied: the two travel on
+    different topics and a consumer may fetch either first.
     """
 
     meter_id: str
@@ -128,6 +132,7 @@ class ReadingRecorded(Event):
     remaining_fen: int | None = None  # prepaid meters' own remaining amount
     purchase_count: int | None = Field(default=None, ge=0)
     frozen: str | None = None  # None for live values; "daily:YYYY-MM-DD" / "monthly:YYYY-MM" for frozen reads
+    registers_since: AwareDatetime | None = None
 
 
 @event("acquisition.v1.reading_failed", READINGS.name)

@@ -74,6 +74,7 @@ class FastReading(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=F
     remaining_fen: int | None = None
     purchase_count: _Count | None = None
     frozen: str | None = None
+    registers_since: _DatetimeText | None = None
 
 
 class FastReadingBatch(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -132,6 +133,10 @@ def decode_reading_batch(value: bytes) -> list[ReadingRecorded] | None:
                 meter_time = None
             elif (meter_time := aware.get(text)) is None:
                 meter_time = aware[text] = parse(text)
+            if (text := item.registers_since) is None:
+                since = None
+            elif (since := aware.get(text)) is None:
+                since = aware[text] = parse(text)
             for by_rate in item.registers.values():
                 _to_decimals(by_rate)
             if item.instant:
@@ -144,6 +149,7 @@ def decode_reading_batch(value: bytes) -> list[ReadingRecorded] | None:
         fields["time"] = time
         fields["received_at"] = received
         fields["meter_time"] = meter_time
+        fields["registers_since"] = since
         if (route := routes.get(item.route)) is None:
             route = routes[item.route] = trusted(Route, _asdict(item.route))
         fields["route"] = route

@@ -48,6 +48,12 @@ def _serve_health(app: faust.App, processor: Processor, port: int) -> None:
     events = Counter("mf_billing_events", "facts folded", registry=registry)
     outputs = Counter("mf_billing_outputs", "facts emitted", registry=registry)
     accounts = Gauge("mf_billing_accounts", "accounts in the books", registry=registry)
+    waiting = Gauge("mf_billing_waiting_facts", "facts waiting for what they need", registry=registry)
+    parked = Gauge(
+        "mf_billing_parked_replacements",
+        "meter replacements waiting for the meter's first reading after them",
+        registry=registry,
+    )
     seen = {"events": 0, "outputs": 0}
     web = FastAPI(title="meterflow billing", docs_url=None, redoc_url=None)
 
@@ -73,7 +79,10 @@ def _serve_health(app: faust.App, processor: Processor, port: int) -> None:
         outputs.inc(processor.stats.outputs - seen["outputs"])
         seen.update(events=processor.stats.events, outputs=processor.stats.outputs)
         state = processor.handler
-        accounts.set(len(state.books.accounts) if isinstance(state, BillingState) else 0)
+        if isinstance(state, BillingState):
+            accounts.set(len(state.books.accounts))
+            waiting.set(sum(len(q) for q in state.waiting.values()))
+            parked.set(sum(len(p) for p in state.parked.values()))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     serve_http(app, web, port)

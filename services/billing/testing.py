@@ -23,6 +23,7 @@ from libs.events import (
     Route,
     TariffPublished,
 )
+from libs.events.acquisition import MeterReplaced, ReplacementReason
 from libs.events.billing import BillingMode
 from libs.events.topics import LEDGER
 
@@ -40,8 +41,15 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=SH)  # type: ignore[misc, arg-type]
 
 
-def scenario(project: str, accounts: int, hours: int, seed: int) -> tuple[list[Event], list[Event]]:
-    """(reference facts: tariffs, meters, accounts) and (the stream: readings and recharges)."""
+def scenario(
+    project: str, accounts: int, hours: int, seed: int, clears: float = 0.0
+) -> tuple[list[Event], list[Event]]:
+    """(reference facts: tariffs, meters, accounts) and (the stream: readings and recharges).
+
+    ``clears``: the chance, each hour of each meter, that the meter is cleared half an hour
+    before its reading, as acquisition does it: a ``MeterReplaced`` (on mf.registry) from the
+    registers then to zero, and the readings after it naming it in ``registers_since``.
+    """
     rng = random.Random(seed)
     start = at(2024, 3, 1)
     reference: list[Event] = [
@@ -66,13 +74,25 @@ def scenario(project: str, accounts: int, hours: int, seed: int) -> tuple[list[E
             idempotency_key=f"{acct}-0", operator_id="op", channel="wechat", time=start,
         ))  # fmt: skip
         total = Decimal(rng.randint(0, 5000))
+        since: datetime | None = None
         for h in range(hours):
             when = start + timedelta(hours=h)
+            if clears and h and rng.random() < clears:
+                since = when - timedelta(minutes=30)
+                final = total + Decimal(rng.randint(0, 150)) / 100
+                stream.append(MeterReplaced(
+                    event_id=f"clear-{meter}-{h}", project_id=project, subject_id=meter, meter_id=meter,
+                    old_address=f"{a:012d}", new_address=f"{a:012d}", replaced_at=since, time=since,
+                    final_registers={"active_import_kwh": {Rate.TOTAL: final}},
+                    initial_registers={"active_import_kwh": {Rate.TOTAL: Decimal(0)}},
+                    reason=ReplacementReason.CLEARED,
+                ))  # fmt: skip
+                total = Decimal(0)
             total += Decimal(rng.randint(0, 300)) / 100
             stream.append(ReadingRecorded(
                 event_id=f"r-{meter}-{h}", project_id=project, subject_id=meter, sequence=h + 1, meter_id=meter,
                 registers={"active_import_kwh": {Rate.TOTAL: total}}, meter_time=when, received_at=when,
-                route=ROUTE, time=when,
+                route=ROUTE, time=when, registers_since=since,
             ))  # fmt: skip
             if rng.random() < 0.05:
                 stream.append(RechargeAccepted(

@@ -14,6 +14,15 @@ tariff of that account is known, and a money fact or a tariff change waits until
 opened. The domain charges by event time, so a reading applied late gives the same charge as one
 applied at once.
 
+A meter's replacement or clear (``MeterReplaced``, on mf.registry) and its readings (mf.readings)
+must be folded in the order of their times, whichever the consumer fetches first. So the two wait
+for each other: a ``MeterReplaced`` is *parked* until the first reading at or after its
+``replaced_at`` (applied just before that reading; the readings before it are applied as they
+come), and a reading whose ``registers_since`` names a replacement not yet folded waits in its
+meter's queue until it arrives. A replacement with no later reading stays parked (it is in the
+snapshot; :attr:`BillingState.parked` counts them). One that arrives after a reading at or past
+its time was already folded is applied at once, as the domain's out-of-order rule says.
+
 Allowance plans (:mod:`~services.billing.domain.allowances`) are the one thing billing does on a
 clock: :meth:`BillingState.tick` emits the allowances due onto mf.billing, billing's own input,
 where they are folded like any allowance (and a replay finds them in the log). A grant emitted is
@@ -28,6 +37,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Final
 
 from libs.events.acquisition import MeterRegistered, MeterReplaced, ReadingRecorded
 from libs.events.base import Event
@@ -51,7 +61,7 @@ from services.billing.domain.books import MONEY, Books
 from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 7  # bump when the books' shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 8  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 # Billing's own outputs (on mf.ledger, which billing does not read; on mf.billing in logs written
@@ -64,6 +74,7 @@ ENCODE_EVERY = 1_000  # output facts
 PENDING_RETRY_S = 300.0  # an allowance emitted but not back by then is emitted again (same id)
 REPLAY_QUIET_S = 30.0  # no end offsets, or an undecodable last record: caught up once this quiet
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_READY: Final = EPOCH  # no meter's replacement time (those are at or after the registration)
 
 
 class BillingState:
@@ -92,9 +103,13 @@ class BillingState:
         self.books = Books(self.alarm_config, freeze_schedule=self.freeze_schedule)
         self.registered: set[tuple[str, str]] = set()  # (project, meter)
         self.waiting: dict[str, list[Event]] = {}
-        # meters whose next reading can be applied at once: it waits for nothing, and no reading
-        # of theirs waits in a queue (invariant: emptied whenever any other fact is applied)
-        self.ready: set[tuple[str, str]] = set()
+        # meters whose next reading can be applied at once, if it counts its registers from the
+        # meter's last replacement applied (the value: its time, None if none): it waits for
+        # nothing, no reading of theirs waits in a queue and no replacement of theirs is parked
+        # (invariant: emptied whenever any other fact is applied)
+        self.ready: dict[tuple[str, str], datetime | None] = {}
+        # (project, meter) -> replacements waiting for the meter's first reading at or after them
+        self.parked: dict[tuple[str, str], list[MeterReplaced]] = {}
         self.plans: dict[allowances.Key, allowances.Plan] = {}
         self.catchup.reset()
         self.pending: dict[str, float] = {}  # allowance id emitted → when (monotonic), until back
@@ -106,9 +121,9 @@ class BillingState:
         positions: dict[str, int] = {}
         if blob:  # SnapshotRejected for another version: the processor rebuilds from the log
             doc = load_chunked(
-                blob, lambda d: isinstance(d, tuple) and len(d) == 6 and d[0] == SNAPSHOT_VERSION
+                blob, lambda d: isinstance(d, tuple) and len(d) == 7 and d[0] == SNAPSHOT_VERSION
             )
-            _, self.books, self.registered, self.waiting, self.plans, positions = doc
+            _, self.books, self.registered, self.waiting, self.parked, self.plans, positions = doc
         # configuration wins over the snapshot's
         self.books.alarm_config, self.books.freeze_schedule = self.alarm_config, self.freeze_schedule
         self.catchup.begin(dict(positions))
@@ -121,6 +136,7 @@ class BillingState:
             self.books.copy(),
             set(self.registered),
             {k: list(v) for k, v in self.waiting.items()},
+            {k: list(v) for k, v in self.parked.items()},
             dict(self.plans),
             dict(self.catchup.positions),
         )
@@ -180,12 +196,17 @@ class BillingState:
 
     def fold(self, fact: Event) -> list[Event]:
         """Apply one fact now, or queue it behind what it waits for; return what it caused."""
-        if type(fact) is ReadingRecorded and (fact.project_id, fact.meter_id) in self.ready:
+        if type(fact) is ReadingRecorded and (
+            (since := self.ready.get((fact.project_id, fact.meter_id), _NOT_READY)) is not _NOT_READY
+            and (fact.registers_since is None or fact.registers_since == since)
+        ):
             self.applied += 1  # the hot path: a meter whose readings have nothing to wait for
             return self.books.handle(fact)
-        blocked = self._waits_for(fact)
+        # A replacement never queues: it is parked at once (parking is order-free, and readings
+        # queued before it may be waiting for it).
+        blocked = None if isinstance(fact, MeterReplaced) else self._waits_for(fact)
         key = blocked or self._queue_key(fact)
-        if blocked is not None or (key and key in self.waiting):  # keep each queue's order
+        if blocked is not None or (key and key in self.waiting and not isinstance(fact, MeterReplaced)):
             queue = self.waiting.setdefault(key, [])
             queue.append(fact)
             if len(queue) > MAX_WAITING:
@@ -195,12 +216,14 @@ class BillingState:
             return []
         out = self._apply(fact)
         if type(fact) is ReadingRecorded:
-            self.ready.add((fact.project_id, fact.meter_id))
+            key2 = (fact.project_id, fact.meter_id)
+            if key2 not in self.parked:
+                self.ready[key2] = self.books.meters[key2].replaced_at
         else:
             # Any other fact may change what a meter's readings wait for (a tariff change to a
             # tariff not published yet, a meter moved to another account): look again.
             self.ready.clear()
-        if isinstance(fact, (MeterRegistered, TariffPublished, AccountOpened)):
+        if isinstance(fact, (MeterRegistered, TariffPublished, AccountOpened, MeterReplaced)):
             out += self._release()
         return out
 
@@ -214,10 +237,38 @@ class BillingState:
             self.pending.pop(fact.event_id, None)
         if isinstance(fact, (AllowancePlanSet, AccountOpened, AccountTariffChanged)):
             self.quiet_until = EPOCH  # who is granted what may have changed: look again
+        if isinstance(fact, MeterReplaced):
+            return self._replaced(fact)
+        if isinstance(fact, ReadingRecorded) and (fact.project_id, fact.meter_id) in self.parked:
+            return self._unpark(fact) + self.books.handle(fact)
         return self.books.handle(fact)
 
+    def _replaced(self, fact: MeterReplaced) -> list[Event]:
+        """Park the replacement until its meter's first reading at or after it (see the module
+        doc); apply it now when such a reading was folded already (and the meter's account and
+        tariffs are still known: else it goes with the meter's next reading)."""
+        key = (fact.project_id, fact.meter_id)
+        meter = self.books.meters.get(key)
+        read = [] if meter is None else [s.time for s in (meter.last, meter.suspect) if s is not None]
+        if read and max(read) >= fact.replaced_at and self._waits_for(fact) is None:
+            return self.books.handle(fact)
+        self.parked.setdefault(key, []).append(fact)
+        return []
+
+    def _unpark(self, reading: ReadingRecorded) -> list[Event]:
+        """Apply, in order, the parked replacements of the reading's meter at or before it."""
+        key = (reading.project_id, reading.meter_id)
+        at = reading.meter_time or reading.received_at
+        parked = self.parked.pop(key)
+        out: list[Event] = []
+        while parked and parked[0].replaced_at <= at:
+            out += self.books.handle(parked.pop(0))
+        if parked:
+            self.parked[key] = parked
+        return out
+
     def _queue_key(self, fact: Event) -> str:
-        if isinstance(fact, (ReadingRecorded, MeterReplaced)):
+        if isinstance(fact, ReadingRecorded):
             return f"meter:{fact.project_id}/{fact.meter_id}"
         if isinstance(fact, ACCOUNT_FACTS) or (isinstance(fact, AlarmThresholdsSet) and fact.account_id):
             return f"account:{fact.project_id}/{fact.account_id}"
@@ -226,12 +277,13 @@ class BillingState:
     def _waits_for(self, fact: Event) -> str | None:
         """The queue a fact must wait in, or None when it can be applied now."""
         books, p = self.books, fact.project_id
-        if isinstance(fact, (ReadingRecorded, MeterReplaced)):
+        if isinstance(fact, (ReadingRecorded, MeterReplaced)):  # a replacement: applied now?
             account = books.account_of(p, fact.meter_id)
             if (
                 (p, fact.meter_id) not in self.registered
                 or account is None
                 or any((p, t) not in books.tariffs for t in account.tariff_ids)
+                or (isinstance(fact, ReadingRecorded) and not self._replacement_known(fact))
             ):
                 return f"meter:{p}/{fact.meter_id}"
         elif (isinstance(fact, ACCOUNT_FACTS) and (p, fact.account_id) not in books.accounts) or (
@@ -242,12 +294,28 @@ class BillingState:
             return f"account:{p}/{fact.account_id}"
         return None
 
+    def _replacement_known(self, reading: ReadingRecorded) -> bool:
+        """Whether the replacement the reading counts its registers from is applied or parked."""
+        since = reading.registers_since
+        if since is None:
+            return True
+        key = (reading.project_id, reading.meter_id)
+        meter = self.books.meters.get(key)
+        known = [r.replaced_at for r in self.parked.get(key, ())]
+        if meter is not None and meter.replaced_at is not None:
+            known.append(meter.replaced_at)
+        return any(since <= t for t in known)
+
     def _release(self) -> list[Event]:
-        """Apply the queues whose facts no longer wait."""
+        """Apply the facts at the head of each queue that no longer wait, in order."""
         out: list[Event] = []
         for key in [k for k, q in self.waiting.items() if q and self._waits_for(q[0]) is None]:
-            for fact in self.waiting.pop(key):
-                out += self._apply(fact)
+            queue, i = self.waiting.pop(key), 0
+            while i < len(queue) and self._waits_for(queue[i]) is None:
+                out += self._apply(queue[i])
+                i += 1
+            if i < len(queue):  # readings waiting for a replacement not here yet
+                self.waiting[key] = queue[i:]
         return out
 
     def _caught_up(self) -> bool:

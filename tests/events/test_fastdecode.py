@@ -147,6 +147,7 @@ def base_reading(n: int) -> dict[str, Any]:
         "remaining_fen": -120,
         "purchase_count": 4,
         "frozen": None,
+        "registers_since": "2026-11-20T09:00:00.5+08:00",
     }
 
 
@@ -218,6 +219,11 @@ TABLE: list[tuple[tuple[Any, ...], Any, str]] = [
     ((*R, "meter_time"), "2026-11-21T08:30:15,5Z", FAST),
     ((*R, "meter_time"), "1700000000", FAST),  # a unix time in a string: pydantic reads it
     ((*R, "meter_time"), None, FAST),
+    ((*R, "registers_since"), None, FAST),
+    ((*R, "registers_since"), DELETE, FAST),  # written before the field existed
+    ((*R, "registers_since"), "2026-11-21T08:30:15.1234567Z", FAST),
+    ((*R, "registers_since"), "2026-11-21T08:30:15", FALLBACK),  # naive
+    ((*R, "registers_since"), Raw(b"1700000000"), FALLBACK),
     ((*R, "time"), "9999-12-31T23:59:59-01:00", FALLBACK),  # UTC overflows: a validation error
     ((*R, "time"), "0001-01-01T00:00:00+01:00", FALLBACK),
     ((*R, "received_at"), "9999-12-31T23:59:59-01:00", FAST),  # kept in its zone: fine

@@ -20,7 +20,9 @@ Rules (each has a test in tests/services/billing/test_consumption.py):
   alarm asks an operator for a manual adjustment.
 - **Replacement** (``MeterReplaced``): baseline → final registers of the old meter is charged
   at ``replaced_at``; the new meter's initial registers become the baseline; readings older than
-  ``replaced_at`` are ignored.
+  ``replaced_at`` are ignored, and so is a replacement at or before the last one applied (a
+  repeat: its event id may have left the recent-id window, and applying it again would restart
+  the registers at its initial reads and charge again what was counted since).
 - **Apportioning** (:func:`apportion`): linear in time, per rate, between the two readings;
   cumulative shares are floored to 1e-6 units and the last segment takes the remainder, so the
   segments always sum exactly to the delta.
@@ -196,6 +198,8 @@ def replaced(state: MeterState, fact: MeterReplaced) -> tuple[MeterState, Outcom
     """The old meter's final registers close its account; the new one's initial ones open."""
     if fact.event_id in state.recent_ids:
         return state, Ignored("duplicate")
+    if state.replaced_at is not None and fact.replaced_at <= state.replaced_at:
+        return state, Ignored("duplicate")  # a replacement at or before the last one applied: a repeat
     state = state.remember(fact.event_id)
     at = fact.replaced_at
     last = state.last

@@ -316,4 +316,4 @@ async def test_after_a_restore_the_worker_holds_allowances_until_mf_billing_is_a
     assert granted([e for e in codec.decode(out.value) if isinstance(e, AllowanceAccepted)]) == {
         ("a1", "2026-S2")
     }
-    assert pickle.loads(state.snapshot(0)())[5] == {"mf.billing:0": 3}
+    assert pickle.loads(state.snapshot(0)())[6] == {"mf.billing:0": 3}
