@@ -21,9 +21,15 @@ clear repeats the accounting from zero); when a register reads back at or above
 ``CLEARED_BELOW`` the command fails ``not_confirmed``. A refused clear (DAH, e.g. a wrong
 password) fails ``rejected`` and publishes nothing else. ``replaced_at`` is the initial read's
 meter clock when the meter's clock is among its quantities (billing times its readings by it),
-else when the read-back arrived (without a read-back: the final read's clock plus the time since). *Initialise* is the same meter clear: DL/T 645-2007 has no
-other plain initialisation, and 1AH already clears the event records an event clear 1BH would;
-the prepaid wallet (balance, purchase count) is ESAM-secured on real meters and not touched.
+else when the read-back arrived (without a read-back: the final read's clock plus the time
+since). No poll of the meter runs from the final read until the ``MeterReplaced`` is in the
+outbox (:meth:`BusWorker.meter_lock`), so each of its readings is published wholly before or
+wholly after the clear, in that order; and every reading taken after it carries
+``registers_since`` equal to its ``replaced_at`` (kept in :class:`LocalState`), by which billing
+knows to wait for a ``MeterReplaced`` that travels on another topic. *Initialise* is the same
+meter clear: DL/T 645-2007 has no other plain initialisation, and 1AH already clears the event
+records an event clear 1BH would; the prepaid wallet (balance, purchase count) is ESAM-secured
+on real meters and not touched.
 """
 
 from __future__ import annotations
@@ -121,26 +127,29 @@ class CommandExecutor:
         sent = CommandSent(**self._common(cmd, "sent:1"), attempt=1)
         await self.engine.sink.put([sent])
         events: list[Event] = []
-        try:
-            events = await self._execute(worker, cmd)
-        except (NoReply, BadReply, TransportError, CommandRejected, Unsupported) as exc:
-            reason = {
-                NoReply: "no_reply",
-                BadReply: "bad_reply",
-                CommandRejected: "rejected",
-                Unsupported: "unsupported",
-            }.get(type(exc), "transport")
-            if isinstance(exc, TransportError):
-                await worker.drop(worker.current_via)
-            events = [
-                CommandFailed(
-                    **self._common(cmd, "failed:1"),
-                    attempt=1,
-                    reason=f"{reason}: {exc}"[:500],
-                    will_retry=False,
-                )
-            ]
-        await self.engine.sink.put(events)
+        # No poll of this meter from the first transaction until the outcome is in the sink: a
+        # poll's reading lands wholly before or wholly after a clear (and its MeterReplaced).
+        async with worker.meter_lock(cmd.meter_id):
+            try:
+                events = await self._execute(worker, cmd)
+            except (NoReply, BadReply, TransportError, CommandRejected, Unsupported) as exc:
+                reason = {
+                    NoReply: "no_reply",
+                    BadReply: "bad_reply",
+                    CommandRejected: "rejected",
+                    Unsupported: "unsupported",
+                }.get(type(exc), "transport")
+                if isinstance(exc, TransportError):
+                    await worker.drop(worker.current_via)
+                events = [
+                    CommandFailed(
+                        **self._common(cmd, "failed:1"),
+                        attempt=1,
+                        reason=f"{reason}: {exc}"[:500],
+                        will_retry=False,
+                    )
+                ]
+            await self.engine.sink.put(events)
         self.state.mark_executed(cmd.command_id)
         self.executed += 1
         return [sent, *events]
@@ -252,7 +261,9 @@ class CommandExecutor:
         initial: dict[str, dict[Rate, Decimal]],
         at: datetime,
     ) -> MeterReplaced:
-        return MeterReplaced(
+        """The clear's ``MeterReplaced``; from now on the meter's readings count from its
+        ``replaced_at`` (the caller holds the meter lock, so no reading of it is under way)."""
+        replaced = MeterReplaced(
             event_id=event_id_for(cmd.project_id, cmd.command_id, "cleared"),
             project_id=cmd.project_id,
             subject_id=cmd.meter_id,
@@ -266,6 +277,10 @@ class CommandExecutor:
             replaced_at=at,
             reason=ReplacementReason.CLEARED,
         )
+        state = self.engine.state
+        state.set_registers_since(cmd.meter_id, replaced.replaced_at)  # exactly, as billing matches it
+        state.save()  # before the MeterReplaced is in the outbox: a restart must not forget it
+        return replaced
 
     async def _time_sync(self, bus: TxBus, driver: Any) -> str:
         if not isinstance(driver, Dlt645Driver):

@@ -8,6 +8,13 @@ every result through the outbox as it goes (``ReadingRecorded`` / ``ReadingFaile
 meter costs only its own timeout and retries. A transport error closes the link; the worker
 reconnects with capped exponential backoff and counts the concentrator's uplink as failed.
 
+The bus lock is taken per transaction, so a meter's own reads could interleave with a command
+to it. A per-meter lock (:meth:`BusWorker.meter_lock`) prevents that: a scheduled read holds it
+from before its first transaction until its event is in the sink, and so does a command (a
+clear's final read, clear, read-back and ``MeterReplaced``); a round polls the bus's other
+meters first while one is held. Every reading carries ``registers_since``, the ``replaced_at`` of
+the meter's latest clear (:class:`LocalState` keeps it across restarts).
+
 Comm status is folded per concentrator round: the results of a concentrator's buses are merged
 until each of them has reported once (or one reports twice), then :func:`commstatus.fold` turns
 them into MeterOnline / MeterLostContact / Concentrator* / RouteSwitched events. While a
@@ -18,6 +25,7 @@ lets the fold switch back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
@@ -102,6 +110,16 @@ class BusWorker:
         self.backoff = 0.0
         self.rounds = 0
         self.current_via: str | None = None
+        self._meter_locks: dict[str, asyncio.Lock] = {}
+
+    def meter_lock(self, meter_id: str) -> asyncio.Lock:
+        """One meter's exclusion, held from a read's (or command's) first transaction until its
+        events are in the sink, so a poll never falls between a clear's reads (see the module
+        docstring). Not re-entrant: :meth:`read` leaves it to its caller."""
+        lock = self._meter_locks.get(meter_id)
+        if lock is None:
+            lock = self._meter_locks[meter_id] = asyncio.Lock()
+        return lock
 
     # -- links --------------------------------------------------------------------------
     def _endpoint(self, via: str | None) -> TcpEndpoint | SerialEndpoint | None:
@@ -193,16 +211,23 @@ class BusWorker:
             await self._backoff(stop)
             return reads
         self.backoff = 0.0
-        for index, job in enumerate(jobs):
+        pending, deferred = collections.deque(jobs), set[Job]()
+        while pending:
             if stop is not None and stop.is_set():
                 break
+            job = pending.popleft()
+            if job.meter_id is not None and self.meter_lock(job.meter_id).locked() and job not in deferred:
+                # its meter is busy with a command (a clear, say): poll the others first
+                deferred.add(job)
+                pending.append(job)
+                continue
             try:
                 await self._run_job(bus, job, route, reads)
             except TransportError as exc:
                 log.warning("bus %s: link lost via %s: %s", self.bus.id, via or "primary", exc)
                 await self.drop(via)
                 uplinks[via or self.concentrator.id] = False
-                await self._fail_all(jobs[index:], route, "transport", str(exc), reads)
+                await self._fail_all([job, *pending], route, "transport", str(exc), reads)
                 break
         self.engine.state.save()
         await self._report(reads, uplinks)
@@ -242,22 +267,23 @@ class BusWorker:
         assert job.meter_id is not None
         meter = self.meters[job.meter_id]
         event: ReadingRecorded | ReadingFailed
-        try:
+        async with self.meter_lock(meter.id):  # until the event is in the sink: see meter_lock
+            try:
+                if job.kind == JobKind.READ:
+                    event = await self.read(bus, meter, route, job.at)
+                else:
+                    frozen = await read_frozen(
+                        bus, self.drivers[meter.id], meter.address, job.kind == JobKind.FROZEN_MONTHLY
+                    )
+                    if frozen is None:
+                        return
+                    event = self.recorded(meter, frozen[0], route, job.at, frozen=frozen[1])
+            except (NoReply, BadReply) as exc:
+                reason = "timeout" if isinstance(exc, NoReply) else "bad_reply"
+                event = self.failed(meter.id, job.at, route, reason, str(exc), exc.attempts)
             if job.kind == JobKind.READ:
-                event = await self.read(bus, meter, route, job.at)
-            else:
-                frozen = await read_frozen(
-                    bus, self.drivers[meter.id], meter.address, job.kind == JobKind.FROZEN_MONTHLY
-                )
-                if frozen is None:
-                    return
-                event = self.recorded(meter, frozen[0], route, job.at, frozen=frozen[1])
-        except (NoReply, BadReply) as exc:
-            reason = "timeout" if isinstance(exc, NoReply) else "bad_reply"
-            event = self.failed(meter.id, job.at, route, reason, str(exc), exc.attempts)
-        if job.kind == JobKind.READ:
-            reads[meter.id] = isinstance(event, ReadingRecorded)
-        await self.engine.sink.put([event])
+                reads[meter.id] = isinstance(event, ReadingRecorded)
+            await self.engine.sink.put([event])
 
     async def read(
         self,
@@ -268,7 +294,9 @@ class BusWorker:
         priority: Priority = Priority.ROUTINE,
         causation: Event | None = None,
     ) -> ReadingRecorded:
-        """Read a meter's configured quantities; NoReply / BadReply / TransportError propagate."""
+        """Read a meter's configured quantities; NoReply / BadReply / TransportError propagate.
+
+        The caller holds :meth:`meter_lock` until the reading is in the sink."""
         driver = self.drivers[meter.id]
         result = await run_plan(bus, driver.plan(meter.address, self.quantities[meter.id]), priority)
         if result.errors:
@@ -309,6 +337,7 @@ class BusWorker:
             remaining_fen=result.remaining_fen,
             purchase_count=result.purchase_count,
             frozen=frozen,
+            registers_since=self.engine.state.registers_since(meter.id),
         )
 
     def failed(
