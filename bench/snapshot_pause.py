@@ -14,7 +14,11 @@ collector's pause (its thresholds: ``tune_gc``), not the pickler's.
   ``Processor._write``);
 - new: ``Snapshots.write`` of a ``ChunkedPickle`` of the copy, pickled in pieces.
 
-Also reported: the copy taken on the loop (``BillingState.snapshot``), which still runs there.
+Also reported: the copy taken on the loop (``BillingState.snapshot``), which still runs there;
+and reading the snapshot back at an assignment: the whole restore on the loop (as before), and as
+the processor does it now — the snapshot read in a thread (the loop's largest pause meanwhile),
+then the state's restore of the document read (on the loop), with no garbage collection until the
+restored state is frozen.
 Run: `.venv/bin/python bench/snapshot_pause.py [--accounts N]` (100,000: about a minute).
 """
 
@@ -33,7 +37,7 @@ from itertools import groupby
 from pathlib import Path
 
 from libs.events import Event
-from libs.stack.processor import tune_gc
+from libs.stack.processor import _read_snapshot, tune_gc
 from libs.stack.snapshot import PIECE_SECONDS, ChunkedPickle, Snapshots
 from services.billing.testing import scenario
 from services.billing.worker import BillingState
@@ -131,8 +135,26 @@ def main() -> None:
         old_size = (Path(tmp) / "old.snap").stat().st_size
         copy_new, doc = minute(hours[args.hours + 1])
         chunked = ChunkedPickle(doc)
+        containers = len(chunked.containers)
         new = asyncio.run(loop_gap(lambda: snapshots.write(0, {}, chunked)))
         new_size = (Path(tmp) / "0.snap").stat().st_size
+        gc.collect()
+        found = snapshots.read(0)
+        assert found is not None
+        started = time.perf_counter()
+        BillingState().restore(0, found[1])
+        on_loop = time.perf_counter() - started
+        gc.collect()
+        read: list[object] = []
+        gc.disable()  # as the processor: no collection until the restored state is frozen
+        threaded = asyncio.run(loop_gap(lambda: read.append(_read_snapshot(snapshots, 0))))
+        started = time.perf_counter()
+        restored = BillingState()
+        restored.restore(0, read[0][1])  # type: ignore[index]
+        handed = time.perf_counter() - started
+        gc.freeze()
+        gc.enable()
+        assert len(restored.books.accounts) == args.accounts
 
     print(f"copy on the loop (BillingState.snapshot): {copy_old * 1e3:.1f} ms, {copy_new * 1e3:.1f} ms")
     print(
@@ -146,7 +168,13 @@ def main() -> None:
             f"{pause.largest(without_collections=True) * 1e3:>15.1f}  {len(spans)}{longest}"
         )
     print(
-        f"new: {len(chunked.containers)} maps written in pieces of ~{PIECE_SECONDS * 1e3:.0f} ms of CPU;"
+        f"restore at an assignment: all on the loop {on_loop:.2f} s; read in a thread {threaded.took:.2f} s"
+        f" (largest loop pause {threaded.largest() * 1e3:.1f} ms, {len(threaded.collections)} collections"
+        f" meanwhile), then restored on the loop in"
+        f" {handed * 1e3:.1f} ms"
+    )
+    print(
+        f"new: {containers} maps written in pieces of ~{PIECE_SECONDS * 1e3:.0f} ms of CPU;"
         " a collection is the collector's pause (tune_gc), not the pickler's"
     )
 

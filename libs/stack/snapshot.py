@@ -22,6 +22,12 @@ The stream (``pickletools.dis`` reads it one pickle at a time) is:
    it names the very containers the document holds);
 3. their entries, in that order, a slice (a dict of items, or a list) per pickle.
 
+Reading is the mirror image, and as long (~2.5 s for 100,000 billing accounts): the processor
+reads a snapshot in a thread of its own (:func:`load_chunked` of the bytes, the loop running
+between two slices as it does while writing) and hands the state a :class:`Loaded` document, so
+that an assignment never stops the loop for the time of a load — the consumer's heartbeats
+(10 s session timeout) included.
+
 Each slice is a pickle of its own (the pickler's memo is cleared before it): an object shared by
 entries of two slices comes back as two equal copies, which is all a map of immutable records
 needs. One memo for the whole stream would keep every object shared, but the pickler's memo
@@ -57,6 +63,17 @@ MAX_DEPTH = 8  # of the document's structure searched for large containers
 SPOOL_BYTES = 1 << 20  # pickled bytes kept in memory between two writes to the file
 
 Container = dict[Any, Any] | set[Any] | list[Any]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The document of a chunked snapshot, already read (off the event loop, by the processor):
+    :func:`load_chunked` returns it once ``accept`` takes it."""
+
+    document: object
+
+
+Blob = bytes | Loaded  # what a state's restore() is given
 EMPTY = {dict: pickle.EMPTY_DICT, set: pickle.EMPTY_SET, list: pickle.EMPTY_LIST}
 
 
@@ -171,12 +188,17 @@ def _dump_entries(pickler: pickle.Pickler, container: Container) -> Iterator[Non
         yield
 
 
-def load_chunked(blob: bytes, accept: Callable[[Any], bool] = lambda document: True) -> Any:
-    """The document a :class:`ChunkedPickle` wrote to ``blob``, its containers filled again.
+def load_chunked(blob: Blob, accept: Callable[[Any], bool] = lambda document: True) -> Any:
+    """The document a :class:`ChunkedPickle` wrote to ``blob``, its containers filled again
+    (``blob`` :class:`Loaded`: its document, read already).
 
     Raises :class:`SnapshotRejected` when ``accept(document)`` is false (checked before the
     containers are read: a snapshot of an older version costs nothing), or when ``blob`` is not
     such a stream (a plain pickle: an older format) or cannot be read."""
+    if isinstance(blob, Loaded):
+        if not accept(blob.document):
+            raise SnapshotRejected("another version")
+        return blob.document
     stream = io.BytesIO(blob)
     unpickler = pickle.Unpickler(stream)
     try:
@@ -216,17 +238,17 @@ class Snapshots:
         path = self.directory / f"{partition}.snap"
         if not path.exists():
             return None
-        data = path.read_bytes()
-        stream = io.BytesIO(data)
-        try:
-            header = pickle.load(stream)
-        except Exception as exc:  # a torn or foreign file: rebuild from the log instead
-            log.warning("snapshot %s unreadable (%r): rebuilding from the event log", path, exc)
-            return None
-        if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
-            log.warning("snapshot %s of an older format: rebuilding from the event log", path)
-            return None
-        return dict(header["offsets"]), data[stream.tell() :]
+        with open(path, "rb") as stream:
+            try:
+                header = pickle.load(stream)
+            except Exception as exc:  # a torn or foreign file: rebuild from the log instead
+                log.warning("snapshot %s unreadable (%r): rebuilding from the event log", path, exc)
+                return None
+            if not isinstance(header, dict) or header.get("format") != SNAPSHOT_FORMAT:
+                log.warning("snapshot %s of an older format: rebuilding from the event log", path)
+                return None
+            # the rest read straight into one bytes object: no copy of tens of MB holding the GIL
+            return dict(header["offsets"]), stream.read()
 
     def write(self, partition: int, offsets: dict[str, int], state: bytes | ChunkedPickle) -> None:
         """Replace the snapshot of ``partition`` (write to a temp file, fsync, rename)."""

@@ -54,7 +54,7 @@ from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.processor import Inbound, Outbound
-from libs.stack.snapshot import ChunkedPickle, load_chunked
+from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
 from services.billing.domain import allowances
 from services.billing.domain.alarms import AlarmConfig, AlarmPolicy
 from services.billing.domain.books import MONEY, Books
@@ -115,7 +115,7 @@ class BillingState:
         self.pending: dict[str, float] = {}  # allowance id emitted → when (monotonic), until back
         self.quiet_until = EPOCH  # no allowance falls due before, unless a fact changes the books
 
-    def restore(self, partition: int, blob: bytes | None) -> None:
+    def restore(self, partition: int, blob: Blob | None) -> None:
         """Load the books from a snapshot (or start empty: the log is replayed)."""
         self._reset()
         positions: dict[str, int] = {}

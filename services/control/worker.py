@@ -76,7 +76,7 @@ from libs.events.control import (
 from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.processor import Inbound, Outbound
-from libs.stack.snapshot import ChunkedPickle, load_chunked
+from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
 from services.control.domain import batch as batches
 from services.control.domain import directory as dirs
 from services.control.domain import lifecycle, parameters, policy
@@ -176,7 +176,7 @@ class ControlState:
         self.touched: set[MeterKey] = set()  # meters with a command ended unreported by this fact
 
     # --- PartitionState -------------------------------------------------------------------
-    def restore(self, partition: int, blob: bytes | None) -> None:
+    def restore(self, partition: int, blob: Blob | None) -> None:
         """Load the state from a snapshot (or start empty: the log is replayed)."""
         self._reset()
         positions: dict[str, int] = {}

@@ -57,7 +57,7 @@ from libs.events.control import (
 from libs.events.notify import NotificationRequested, SubscriptionSet
 from libs.events.topics import ALARMS, BILLING, COMMANDS, LEDGER, NOTIFICATIONS
 from libs.stack.processor import Inbound, Outbound
-from libs.stack.snapshot import ChunkedPickle, load_chunked
+from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
 from services.notify.delivery import AccountSettings, QuietHours, plan
 from services.notify.templates import Template, notice_for
 
@@ -123,7 +123,7 @@ class NotifyState:
         self.directory = Directory()
 
     # -- PartitionState ------------------------------------------------------------------
-    def restore(self, partition: int, blob: bytes | None) -> None:
+    def restore(self, partition: int, blob: Blob | None) -> None:
         """Load the directory from a snapshot (or start empty: the log is replayed).
 
         Raises :class:`SnapshotRejected` for a snapshot of another version: the processor then

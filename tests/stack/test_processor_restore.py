@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from faust.types import TP
 from libs.events.topics import Topic
 from libs.stack.broker import ensure_topics, free_port
 from libs.stack.processor import Inbound, Outbound, Processor, SnapshotRejected, Snapshots, make_app
+from libs.stack.snapshot import Blob, ChunkedPickle, Loaded, load_chunked
 
 
 class Picky:
@@ -54,3 +56,45 @@ async def test_a_rejected_snapshot_is_rebuilt_from_offset_zero(
     assert processor.next_offsets[0] == {}  # so every record is applied again from offset 0
     state, processor = await _assign(bootstrap, tmp_path / "again", topic_name, b"v2:new")
     assert state.restored == [b"v2:new"] and processor.next_offsets[0] == {f"{topic_name}:0": 5}
+
+
+class Large(Picky):
+    """Snapshots as the services do: a chunked pickle of a large map."""
+
+    def restore(self, partition: int, blob: Blob | None) -> None:
+        self.restored.append(blob)  # type: ignore[arg-type]
+        self.loaded_in = threading.current_thread()
+        self.document = load_chunked(blob, lambda doc: isinstance(doc, dict)) if blob else None
+
+
+async def test_a_chunked_snapshot_is_read_off_the_event_loop(
+    bootstrap: str, tmp_path: Path, topic_name: str
+) -> None:
+    """The load (seconds for a large state) runs in a thread, the loop going on meanwhile; the
+    state gets the document already read, and runs its restore on the loop."""
+    await asyncio.to_thread(ensure_topics, bootstrap, [Topic(topic_name, 1, "k", "test")])
+    document = {"entries": {f"meter-{i}": (i, f"account-{i % 97}") for i in range(300_000)}}
+    snapshots = Snapshots(tmp_path / "snapshots")
+    snapshots.write(0, {f"{topic_name}:0": 7}, ChunkedPickle(document))
+    app = make_app(f"restore-{topic_name}", bootstrap, tmp_path / "faust", free_port())
+    state = Large()
+    processor = Processor(app, bootstrap, "large", [topic_name], state, state, snapshots)
+    ticks = 0
+
+    async def ticking() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    ticker = asyncio.create_task(ticking())
+    try:
+        await processor._on_assigned(None, {TP(topic_name, 0)})
+    finally:
+        ticker.cancel()
+    await asyncio.gather(*processor._background)
+    [blob] = state.restored
+    assert isinstance(blob, Loaded) and state.document == document
+    assert state.loaded_in is threading.main_thread()  # the state's own restore: on the loop
+    assert ticks > 10  # the loop ran while the snapshot was read
+    assert processor.next_offsets[0] == {f"{topic_name}:0": 7}
