@@ -423,8 +423,11 @@ def test_randomly_mutated_batches_decode_as_pydantic_does(
         *parents, last = path
         target: Any = doc
         for key in parents:
-            if not isinstance(target, dict | list) or (isinstance(target, dict) and key not in target):
-                break
+            if not (
+                (isinstance(target, dict) and key in target)
+                or (isinstance(target, list) and isinstance(key, int) and 0 <= key < len(target))
+            ):
+                break  # an earlier mutation replaced or removed what the path goes through
             target = target[key]
         else:
             if isinstance(target, dict):
