@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
+import msgspec
+
 from libs.events.acquisition import Medium, MeterRegistered, MeterReplaced, Rate, ReadingRecorded
 from services.billing.domain.evolve import evolve
 
@@ -60,15 +62,17 @@ MAX_PER_HOUR: dict[Medium, Decimal] = {
 }
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(msgspec.Struct, frozen=True, gc=False):
+    """A meter's registers at one time (untracked by the cyclic GC: see :mod:`.evolve`)."""
+
     time: datetime
     sequence: int
     registers: Registers
 
 
-@dataclass(frozen=True)
-class MeterState:
+class MeterState(msgspec.Struct, frozen=True, gc=False):
+    """What billing knows of one meter (untracked by the cyclic GC: see :mod:`.evolve`)."""
+
     meter_id: str
     medium: Medium = Medium.ELECTRICITY
     digits: int = 8

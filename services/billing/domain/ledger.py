@@ -16,10 +16,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from libs.events.base import Event, event_id_for
 from libs.events.billing import (
@@ -75,8 +76,9 @@ class InvalidAdjustment(LedgerError):
     pass
 
 
-@dataclass(frozen=True)
-class AccountState:
+class AccountState(msgspec.Struct, frozen=True, gc=False):
+    """One account's ledger (untracked by the cyclic GC: see :mod:`.evolve`)."""
+
     project_id: str
     account_id: str
     mode: BillingMode
@@ -88,8 +90,8 @@ class AccountState:
     applied: frozenset[str] = frozenset()
     allowance_periods: frozenset[str] = frozenset()
     recharges: int = 0
-    tier_used: dict[str, Decimal] = field(default_factory=dict)
-    alarms: dict[AlarmKind, str] = field(default_factory=dict)
+    tier_used: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    alarms: dict[AlarmKind, str] = msgspec.field(default_factory=dict)
     # (effective, tariff id) of every change after opening, in effective order
     tariff_changes: tuple[tuple[datetime, str], ...] = ()
 
