@@ -150,6 +150,7 @@ class CommandExecutor:
                     )
                 ]
             await self.engine.sink.put(events)
+            self._restarted(events)
         self.state.mark_executed(cmd.command_id)
         self.executed += 1
         return [sent, *events]
@@ -238,7 +239,9 @@ class CommandExecutor:
             # at the clear's time on the clock the final read was timed by.
             now = utcnow()
             at = now if final.meter_time is None else final.meter_time + (now - read_at)
-            await self.engine.sink.put([self._cleared(cmd, meter, final.registers, zeros, at)])
+            cleared: list[Event] = [self._cleared(cmd, meter, final.registers, zeros, at)]
+            await self.engine.sink.put(cleared)
+            self._restarted(cleared)
             raise
         registers = {**zeros, **initial.registers}  # a register not read back: the clear's zero
         replaced = self._cleared(cmd, meter, final.registers, registers, initial.meter_time or utcnow())
@@ -261,9 +264,8 @@ class CommandExecutor:
         initial: dict[str, dict[Rate, Decimal]],
         at: datetime,
     ) -> MeterReplaced:
-        """The clear's ``MeterReplaced``; from now on the meter's readings count from its
-        ``replaced_at`` (the caller holds the meter lock, so no reading of it is under way)."""
-        replaced = MeterReplaced(
+        """The clear's ``MeterReplaced`` (see :meth:`_restarted`)."""
+        return MeterReplaced(
             event_id=event_id_for(cmd.project_id, cmd.command_id, "cleared"),
             project_id=cmd.project_id,
             subject_id=cmd.meter_id,
@@ -277,10 +279,18 @@ class CommandExecutor:
             replaced_at=at,
             reason=ReplacementReason.CLEARED,
         )
-        state = self.engine.state
-        state.set_registers_since(cmd.meter_id, replaced.replaced_at)  # exactly, as billing matches it
-        state.save()  # before the MeterReplaced is in the outbox: a restart must not forget it
-        return replaced
+
+    def _restarted(self, published: list[Event]) -> None:
+        """From now on the readings of a meter whose ``MeterReplaced`` is in the outbox count from
+        its ``replaced_at`` (exactly: billing matches it). Called with the meter lock still held,
+        so no reading of the meter is under way, and only once the fact is in the outbox: a
+        ``registers_since`` naming a replacement never published would hold the meter's readings
+        in billing for good, where a crash between the two only loses the name (billing then
+        orders the two facts by time, as for readings of before ``registers_since``)."""
+        for fact in published:
+            if isinstance(fact, MeterReplaced):
+                self.engine.state.set_registers_since(fact.meter_id, fact.replaced_at)
+                self.engine.state.save()
 
     async def _time_sync(self, bus: TxBus, driver: Any) -> str:
         if not isinstance(driver, Dlt645Driver):
