@@ -216,9 +216,9 @@ class BillingState:
             return []
         out = self._apply(fact)
         if type(fact) is ReadingRecorded:
-            key2 = (fact.project_id, fact.meter_id)
-            if key2 not in self.parked:
-                self.ready[key2] = self.books.meters[key2].replaced_at
+            meter = (fact.project_id, fact.meter_id)
+            if meter not in self.parked:
+                self.ready[meter] = self.books.meters[meter].replaced_at
         else:
             # Any other fact may change what a meter's readings wait for (a tariff change to a
             # tariff not published yet, a meter moved to another account): look again.
