@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
             f"replayed {result.events} events in {result.seconds:.2f} s ({rate:,.0f}/s): "
             f"{len(result.replayed)} accounts, {len(result.mismatches)} differ from the live balances"
         )
+        if result.waiting or result.parked:  # the live worker holds the same (same log, same fold)
+            print(
+                f"  at the end of the log {result.waiting} facts wait for what they need (a meter,"
+                f" account or tariff not in the log), {result.parked} meter replacements for a"
+                " reading after them"
+            )
         for (project, account), (replayed, live) in result.mismatches.items():
             print(f"  {project}/{account}: replayed {replayed}, live {live}")
         return 0 if not result.mismatches else 1

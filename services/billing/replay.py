@@ -32,6 +32,8 @@ class ReplayResult:
     live: dict[tuple[str, str], int]
     events: int
     seconds: float
+    waiting: int = 0  # facts still waiting for what they need at the end of the log
+    parked: int = 0  # meter replacements with no reading after them yet
 
     @property
     def mismatches(self) -> dict[tuple[str, str], tuple[int | None, int | None]]:
@@ -86,4 +88,6 @@ async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> Rep
     finally:
         await consumer.stop()
     replayed = {key: s.balance_fen for key, s in state.books.accounts.items()}
-    return ReplayResult(replayed, live, events, time.perf_counter() - started)
+    waiting = sum(len(q) for q in state.waiting.values())
+    parked = sum(len(p) for p in state.parked.values())
+    return ReplayResult(replayed, live, events, time.perf_counter() - started, waiting, parked)

@@ -79,3 +79,4 @@ def test_sigkilled_worker_matches_the_oracle_and_replay_matches_live(
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 differ from the live balances" in result.stdout
+    assert "wait for what they need" not in result.stdout  # nothing left waiting, nothing parked
