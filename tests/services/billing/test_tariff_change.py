@@ -81,3 +81,16 @@ def test_readings_wait_for_a_tariff_the_account_moved_to_and_changes_for_their_a
     (charge,) = charges(out)
     assert [(ln.tariff_id, ln.amount_fen) for ln in charge.lines] == [("t1", 250), ("t2", 400)]
     assert [e.balance_fen for e in out if isinstance(e, BalanceChanged)] == [-650]
+
+
+def test_a_change_waiting_for_its_account_is_applied_before_readings_that_waited_longer() -> None:
+    """Readings fetched before a tariff change of their account, both waiting for the opening:
+    the change still prices them (the account's queue goes first)."""
+    state = BillingState()
+    out: list[Event] = []
+    for f in (tariff(SINGLE), meter(), reading(at(2024, 3, 1, 11), 100), reading(at(2024, 3, 1, 13), 110),
+              change(CHANGE_AT), account(), tariff(DEAR, tid="t2")):  # fmt: skip
+        out += state.fold(f)
+    (charge,) = charges(out)
+    assert [(ln.tariff_id, ln.amount_fen) for ln in charge.lines] == [("t1", 250), ("t2", 400)]
+    assert not any(state.waiting.values())
