@@ -63,9 +63,10 @@ async def publish(bootstrap: str, events: list) -> float:
         await producer.stop()
 
 
-def start_worker(bootstrap: str, state: str, port: int) -> subprocess.Popen[bytes]:
+def start_worker(bootstrap: str, state: str, port: int, snapshot_every: float) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MF_")}
     env.update(MF_KAFKA_BOOTSTRAP=bootstrap, MF_STATE_DIR=state, MF_BILLING_HTTP_PORT=str(port),
+               MF_BILLING_SNAPSHOT_EVERY_S=str(snapshot_every),
                MF_BILLING_FAUST_PORT=str(free_port()), MF_BILLING_BATCH_SIZE="20000",
                MF_PARTITIONS_MAX=str(PARTITIONS_MAX))  # fmt: skip
     return subprocess.Popen([sys.executable, "-m", "services.cli", "billing"], env=env,
@@ -170,6 +171,7 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=200)
     parser.add_argument("--rate", type=int, default=5000, help="readings/s of the latency phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--snapshot-every", type=float, default=60.0, help="the worker's snapshot period, s")
     args = parser.parse_args()
     broker = EmbeddedBroker().start()
     try:
@@ -186,7 +188,7 @@ def main() -> None:
         extra = 0  # readings the latency phase sent
         with tempfile.TemporaryDirectory() as state, tempfile.TemporaryDirectory() as cold_state:
             port = free_port()
-            worker = start_worker(broker.bootstrap, state, port)
+            worker = start_worker(broker.bootstrap, state, port, args.snapshot_every)
             try:
                 # Live: the worker runs and has folded the site (meters, tariffs, accounts and
                 # recharges); then the readings arrive as a backlog, packed as acquisition sends.
@@ -234,7 +236,7 @@ def main() -> None:
             # and wait for them). Its counters include the latency phase's readings.
             cold_port = free_port()
             total = facts + extra
-            cold = start_worker(broker.bootstrap, cold_state, cold_port)
+            cold = start_worker(broker.bootstrap, cold_state, cold_port, args.snapshot_every)
             try:
                 first, done = folded(cold_port, total)
                 if first is not None and done is not None:

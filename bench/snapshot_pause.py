@@ -2,7 +2,8 @@
 
 Builds the books of N accounts (one meter each, ``services.billing.testing.scenario``) by folding
 their reference facts and a few hours of readings into ``BillingState``, then writes snapshots
-from a worker thread as the processor does while an asyncio task ticks every 1 ms and records the
+from a worker thread as the processor does where it cannot fork (on Linux a forked child writes
+them, which takes nothing from the loop but the fork itself) while an asyncio task ticks every 1 ms and records the
 largest gap between its ticks (the time the loop could not run). Before each measured snapshot
 every meter reads once more — a minute of traffic — so each one finds records the fold replaced,
 as in a running worker. The heap built so far is frozen, as the processor does after a restore

@@ -31,9 +31,13 @@ embedded broker does correctly (shared/BROKER-NOTES.md). Instead:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
+import signal
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +98,21 @@ class Handler(Protocol):
     def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
         """Apply the batch to the state; return what to produce."""
         ...
+
+
+FORK = hasattr(os, "fork") and os.environ.get("MF_SNAPSHOT_FORK", "1") != "0"
+WRITE_TIMEOUT_S = 600.0  # a snapshot writer child still running then is killed
+
+
+def _exit_code(pid: int) -> int | None:
+    """The exit code of child ``pid`` if it has ended (and is reaped now), else None."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # at once: a killed child ends
 
 
 def _read_snapshot(snapshots: Snapshots, partition: int) -> tuple[dict[str, int], Blob] | None:
@@ -280,26 +299,68 @@ class Processor:
             await self._snapshot(sorted(self.owned))
 
     async def _snapshot(self, partitions: Sequence[int], wait: bool = True) -> None:
-        """Snapshot ``partitions``: state and offsets are taken now; the state is serialised and
-        the files written in a thread, in order, and awaited only when ``wait`` (revocation,
-        shutdown) — a periodic snapshot must hold the next batch neither for pickling a large
-        state (~3 s for billing's books of 100,000 accounts) nor for an fsync. The thread
-        pickles a :class:`ChunkedPickle` in pieces: one ``pickle.dumps`` would hold the GIL, so
-        the loop too, for all of it."""
+        """Snapshot ``partitions``: state and offsets are taken now, serialised and written
+        elsewhere, and awaited only when ``wait`` (revocation, shutdown) — a periodic snapshot
+        must hold the next batch neither for pickling a large state (~1–3 s for billing's books
+        of 100,000 accounts) nor for an fsync. A periodic one is skipped while the previous one
+        is still being written (the next batch tries again).
+
+        Where the platform forks, a child process writes it (:meth:`_fork_write`): its memory is
+        the state as it is now, copied on write, so nothing is copied on the loop and the
+        pickling takes no time from it. In a thread instead, the pickling held the GIL half the
+        time while it ran, and the loop's turns with it: at 20,000 billing accounts the p99 of
+        reading → balance latency was ~165 ms with a snapshot every minute, ~57 ms without.
+        Elsewhere the thread pickles a :class:`ChunkedPickle` in pieces, as one ``pickle.dumps``
+        would hold the GIL, so the loop, for all of it."""
         await self.app.producer.flush()  # outputs of everything in the snapshot are on the broker
-        items = [(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions]
+        if self._writing is not None and not self._writing.done():
+            if not wait:
+                return
+            await self._writing
         self.stats.snapshots += 1
         self._last_snapshot = time.monotonic()
-        previous = self._writing
-
-        async def write() -> None:
-            if previous is not None:
-                await previous
-            await asyncio.to_thread(self._write, items)
-
-        self._writing = asyncio.ensure_future(write())
+        if FORK:
+            self._writing = asyncio.ensure_future(self._reap(self._fork_write(partitions)))
+        else:
+            items = [(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions]
+            self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, items))
         if wait:
             await self._writing
+
+    def _fork_write(self, partitions: Sequence[int]) -> int:
+        """Fork a child that writes the snapshots of ``partitions`` and exits; its pid. The
+        child only pickles and writes files: it runs no loop, touches no connection and leaves
+        with ``os._exit`` (no cleanup of the parent's resources, no buffers flushed twice)."""
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:
+            gc.disable()  # a short-lived copy: nothing to collect
+            self._write([(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions])
+            code = 0
+        except BaseException:  # reported by the exit code, in the parent's log
+            with contextlib.suppress(Exception):
+                os.write(2, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+
+    async def _reap(self, pid: int) -> None:
+        """Wait for the writer child (polling: no thread, no SIGCHLD handler); one that does not
+        finish within :data:`WRITE_TIMEOUT_S` is killed (the previous snapshot stays)."""
+        deadline = time.monotonic() + WRITE_TIMEOUT_S
+        while (code := _exit_code(pid)) is None:
+            if time.monotonic() > deadline:
+                _kill(pid)
+                log.error(
+                    "%s: snapshot writer %d still busy after %.0f s: killed", self.name, pid, WRITE_TIMEOUT_S
+                )
+                return
+            await asyncio.sleep(0.02)
+        if code:
+            log.error(
+                "%s: snapshot writer %d failed (exit %d); the previous snapshot stays", self.name, pid, code
+            )
 
     def _write(self, items: Sequence[tuple[int, dict[str, int], bytes | ChunkedPickle]]) -> None:
         for partition, offsets, state in items:

@@ -221,17 +221,35 @@ def load_chunked(blob: Blob, accept: Callable[[Any], bool] = lambda document: Tr
     return document
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours to judge
+        return True
+    return True
+
+
 @dataclass
 class Snapshots:
     """Snapshot files of one processor: ``<dir>/<partition>.snap`` written atomically.
 
     A file is a pickled header (format, next offset per input topic, time) followed by the
-    state's bytes, which a :class:`ChunkedPickle` writes into the file as it pickles them."""
+    state's bytes, which a :class:`ChunkedPickle` writes into the file as it pickles them. Each
+    writer writes a temporary file of its own (``<partition>.<pid>.tmp``) and renames it: a
+    writer process may outlive the worker that forked it (SIGKILL), and two writers of one file
+    would interleave their bytes — a header of one with the state of the other. The temporary
+    files of writers no longer running are removed when the directory is opened."""
 
     directory: Path
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        for tmp in self.directory.glob("*.tmp"):
+            pid = tmp.suffixes[-2][1:] if len(tmp.suffixes) >= 2 else ""
+            if not (pid.isdigit() and _running(int(pid))):
+                tmp.unlink(missing_ok=True)
 
     def read(self, partition: int) -> tuple[dict[str, int], bytes] | None:
         """(next offset per input topic, state blob) or None when there is no usable snapshot."""
@@ -255,7 +273,7 @@ class Snapshots:
     def write(self, partition: int, offsets: dict[str, int], state: bytes | ChunkedPickle) -> None:
         """Replace the snapshot of ``partition`` (write to a temp file, fsync, rename)."""
         path = self.directory / f"{partition}.snap"
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as out:
             header = {"format": SNAPSHOT_FORMAT, "offsets": offsets, "at": time.time()}
             pickle.dump(header, out, protocol=PROTOCOL)

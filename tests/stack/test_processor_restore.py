@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -98,3 +99,53 @@ async def test_a_chunked_snapshot_is_read_off_the_event_loop(
     assert state.loaded_in is threading.main_thread()  # the state's own restore: on the loop
     assert ticks > 10  # the loop ran while the snapshot was read
     assert processor.next_offsets[0] == {f"{topic_name}:0": 7}
+
+
+class Forked(Large):
+    """A state whose snapshot is a chunked pickle of its (changing) document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.document = {"entries": {f"meter-{i}": i for i in range(50_000)}}
+
+    def snapshot(self, partition: int) -> ChunkedPickle:  # type: ignore[override]
+        return ChunkedPickle(self.document)
+
+
+async def test_a_snapshot_is_written_by_a_child_as_the_state_was_when_it_was_forked(
+    bootstrap: str, tmp_path: Path, topic_name: str
+) -> None:
+    """The writer child sees the state as of the fork (copy on write), however the parent's
+    fold changes it meanwhile; a writer that fails leaves the previous snapshot."""
+    app = make_app(f"fork-{topic_name}", bootstrap, tmp_path / "faust", free_port())
+    state = Forked()
+    snapshots = Snapshots(tmp_path / "snapshots")
+    processor = Processor(app, bootstrap, "forked", [topic_name], state, state, snapshots)
+    processor.next_offsets[0] = {f"{topic_name}:0": 42}
+    expected = {"entries": dict(state.document["entries"])}
+    pid = processor._fork_write([0])
+    state.document["entries"].clear()  # the fold goes on in the parent at once
+    state.document["late"] = {"x": 1}
+    await processor._reap(pid)
+    found = snapshots.read(0)
+    assert found is not None and found[0] == {f"{topic_name}:0": 42}
+    assert load_chunked(found[1]) == expected
+    assert not list((tmp_path / "snapshots").glob("*.tmp"))
+
+    def broken(partition: int) -> ChunkedPickle:
+        raise RuntimeError("cannot snapshot")
+
+    state.snapshot = broken  # type: ignore[method-assign]
+    processor.next_offsets[0] = {f"{topic_name}:0": 99}
+    await processor._reap(processor._fork_write([0]))  # logged; the previous file stays
+    found = snapshots.read(0)
+    assert found is not None and found[0] == {f"{topic_name}:0": 42}
+
+
+def test_temporary_files_of_writers_gone_are_removed_and_a_running_ones_kept(tmp_path: Path) -> None:
+    (tmp_path / "0.999999999.tmp").write_bytes(b"torn")  # no such process
+    (tmp_path / "0.tmp").write_bytes(b"torn")  # written before the pid was in the name
+    mine = tmp_path / f"1.{os.getpid()}.tmp"
+    mine.write_bytes(b"being written")
+    Snapshots(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mine.name]
