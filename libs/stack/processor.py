@@ -336,6 +336,11 @@ class Processor:
             return pid
         code = 1
         try:
+            # Not the worker: a signal ends it plainly, and none is passed to the loop's wakeup fd
+            # (shared with the parent) by the handlers the child inherited.
+            signal.set_wakeup_fd(-1)
+            for number in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(number, signal.SIG_DFL)
             gc.disable()  # a short-lived copy: nothing to collect
             self._write([(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions])
             code = 0
