@@ -17,7 +17,8 @@ embedded broker does correctly (shared/BROKER-NOTES.md). Instead:
 1. after a batch is processed its outputs are sent; every ``snapshot_every`` seconds (and on
    revocation / shutdown) the producer is flushed, then each partition's state is written to
    ``<dir>/<partition>.snap`` atomically together with the next input offset per topic
-   (:mod:`libs.stack.snapshot`: a copy taken on the loop, pickled in pieces in a thread);
+   (by a forked child, whose memory is the state at the fork; where the platform cannot fork,
+   :mod:`libs.stack.snapshot`: a copy taken on the loop, pickled in pieces in a thread);
 2. when a partition is assigned, its snapshot is restored, and the processor itself enforces
    that each input partition is applied contiguously from the snapshot's offset (0 without a
    snapshot: the state is rebuilt from the event log itself). Records below that offset are
@@ -156,8 +157,9 @@ class PartitionState(Protocol):
 
     def snapshot(self, partition: int) -> bytes | ChunkedPickle:
         """The state of ``partition`` as it is now: bytes (a small state), or a
-        :class:`ChunkedPickle` of a copy taken now, which the writer thread pickles in pieces so
-        that a large state never holds the event loop (the copy must not see later changes)."""
+        :class:`ChunkedPickle` of a copy taken now, which the writer (a forked child, or a
+        thread where there is no fork) pickles in pieces so that a large state never holds the
+        event loop (the copy must not see later changes; in a child it never does)."""
         ...
 
     def forget(self, partition: int) -> None:
