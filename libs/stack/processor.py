@@ -107,7 +107,10 @@ WRITE_TIMEOUT_S = 600.0  # a snapshot writer child still running then is killed
 
 def _exit_code(pid: int) -> int | None:
     """The exit code of child ``pid`` if it has ended (and is reaped now), else None."""
-    done, status = os.waitpid(pid, os.WNOHANG)
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped by someone else: its file was renamed into place or not
+        return 0
     return os.waitstatus_to_exitcode(status) if done else None
 
 
