@@ -327,7 +327,7 @@ class Processor:
         if FORK:
             self._writing = asyncio.ensure_future(self._reap(self._fork_write(partitions)))
         else:
-            items = [(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions]
+            items = self._items(partitions)  # taken now, on the loop; written in the thread
             self._writing = asyncio.ensure_future(asyncio.to_thread(self._write, items))
         if wait:
             await self._writing
@@ -347,7 +347,7 @@ class Processor:
             for number in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(number, signal.SIG_DFL)
             gc.disable()  # a short-lived copy: nothing to collect
-            self._write([(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions])
+            self._write(self._items(partitions))
             code = 0
         except BaseException:  # reported by the exit code, in the parent's log
             with contextlib.suppress(Exception):
@@ -371,6 +371,10 @@ class Processor:
             log.error(
                 "%s: snapshot writer %d failed (exit %d); the previous snapshot stays", self.name, pid, code
             )
+
+    def _items(self, partitions: Sequence[int]) -> list[tuple[int, dict[str, int], bytes | ChunkedPickle]]:
+        """(partition, next offsets, state) of each partition, as they are now."""
+        return [(p, dict(self.next_offsets.get(p, {})), self.state.snapshot(p)) for p in partitions]
 
     def _write(self, items: Sequence[tuple[int, dict[str, int], bytes | ChunkedPickle]]) -> None:
         for partition, offsets, state in items:

@@ -205,11 +205,11 @@ class BillingState:
         ):
             self.applied += 1  # the hot path: a meter whose readings have nothing to wait for
             return self.books.handle(fact)
-        # A replacement never queues: it is parked at once (parking is order-free, and readings
-        # queued before it may be waiting for it).
+        # A replacement never queues (it has no queue key): it is parked at once (parking is
+        # order-free, and readings queued before it may be waiting for it).
         blocked = None if isinstance(fact, MeterReplaced) else self._waits_for(fact)
         key = blocked or self._queue_key(fact)
-        if blocked is not None or (key and key in self.waiting and not isinstance(fact, MeterReplaced)):
+        if blocked is not None or (key and key in self.waiting):  # keep each queue's order
             queue = self.waiting.setdefault(key, [])
             queue.append(fact)
             if len(queue) > MAX_WAITING:
