@@ -14,9 +14,7 @@ SERVICES = {**ENDPOINTS, "sink": ("services.api.analytics.main:SinkSettings", "s
 
 
 def _deployments() -> dict[str, dict]:
-    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    docs = [d for name in listed for d in yaml.safe_load_all((K8S / name).read_text()) if d]
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    return {d["metadata"]["name"]: d for d in _documents() if d["kind"] == "Deployment"}
 
 
 def test_every_service_has_a_deployment_on_its_settings_port_with_probes() -> None:
@@ -31,8 +29,25 @@ def test_every_service_has_a_deployment_on_its_settings_port_with_probes() -> No
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+def _documents() -> list[dict]:
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    return [d for name in listed for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+
+
 def test_single_state_workers_never_run_twice() -> None:
     deployments = _deployments()
-    for name in ("billing", "control", "notify", "sink", "archive"):
+    for name in ("control", "notify", "sink", "archive"):
         spec = deployments[f"meterflow-{name}"]["spec"]
         assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
+
+
+def test_partitioned_processors_run_two_replicas_with_a_disruption_budget() -> None:
+    deployments = _deployments()
+    budgets = {d["metadata"]["name"]: d for d in _documents() if d["kind"] == "PodDisruptionBudget"}
+    for name in ("billing",):
+        spec = deployments[f"meterflow-{name}"]["spec"]
+        assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate", name
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+        budget = budgets[f"meterflow-{name}"]["spec"]
+        assert budget["minAvailable"] == 1
+        assert budget["selector"]["matchLabels"] == spec["selector"]["matchLabels"]

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from libs.events.acquisition import Rate
 from libs.events.base import Event, event
-from libs.events.topics import ALARMS, BILLING, LEDGER, TARIFFS
+from libs.events.topics import ALARMS, BILLING, BINDINGS, LEDGER, TARIFFS
 
 
 class BillingMode(StrEnum):
@@ -50,6 +50,17 @@ class AccountOpened(Event):
     wechat_openid: str | None = None
     overdraft_fen: int = Field(default=0, ge=0)  # arrears begin at balance <= -overdraft
     opened_by: str
+
+
+@event("billing.v1.meter_bound", BINDINGS.name)
+class MeterBound(Event):
+    """A meter is billed to ``account_id`` (subject: the meter id): one per meter of an
+    ``AccountOpened`` (its ``causation_id``, whose time it carries), re-keyed by billing's router
+    so that the binding meets the meter's readings on their partition. A meter named by several
+    openings is bound by the latest (by ``time``, then ``causation_id``)."""
+
+    meter_id: str
+    account_id: str
 
 
 @event("billing.v1.account_tariff_changed", BILLING.name)

@@ -50,10 +50,12 @@ def capped(topic: Topic, cap: int = PARTITIONS_MAX) -> Topic:
     return replace(topic, partitions=min(topic.partitions, cap)) if cap else topic
 
 
+# mf.registry, mf.readings and mf.bindings have one partition count: billing's router joins them
+# by meter (co-partitioned: partition p of each holds the same meters), docs/architecture.md.
 REGISTRY_TOPIC = capped(
     Topic(
         "mf.registry",
-        6,
+        12,
         "meter or concentrator id",
         "topology: meters and concentrators registered, updated, replaced",
     )
@@ -71,6 +73,26 @@ BILLING = capped(
         6,
         "account id (plan id for allowance plans)",
         "accounts, money movements, tariff changes, alarm thresholds, allowance plans",
+    )
+)
+# Billing's router re-keys: an account's meters, bound by meter (co-partitioned with mf.readings),
+# and every fact billing folds, by account (co-partitioned with mf.billing; reference facts —
+# tariffs, allowance plans, project thresholds — written to every partition). Billing's books
+# fold mf.billing-in alone: one ordered log per partition, so a replay folds what live folded.
+BINDINGS = capped(
+    Topic(
+        "mf.bindings",
+        12,
+        "meter id",
+        "meter → account bindings (billing.v1.meter_bound), re-keyed from mf.billing by billing's router",
+    )
+)
+BILLING_IN = capped(
+    Topic(
+        "mf.billing-in",
+        6,
+        "account id",
+        "every fact billing's books fold, routed to its account's partition by billing's router",
     )
 )
 # Billing's consequences, apart from its causes: billing never reads them back (two or more per
@@ -106,6 +128,8 @@ CATALOGUE: tuple[Topic, ...] = (
     COMM,
     TARIFFS,
     BILLING,
+    BINDINGS,
+    BILLING_IN,
     LEDGER,
     ALARMS,
     COMMANDS,

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from libs.stack.broker import high_watermarks, partition_counts
 
@@ -94,3 +94,35 @@ class CatchUp:
             return False
         self.replaying = False
         return True
+
+
+async def committed_offsets(bootstrap: str, group: str, topics: Sequence[str]) -> dict[str, int]:
+    """The offsets ``group`` has committed on every partition of ``topics`` (0 where none): read
+    with a consumer's ``committed()``, which does not join the group (the embedded broker's admin
+    offset listing fails: shared/BROKER-NOTES.md)."""
+    counts = await asyncio.to_thread(partition_counts, bootstrap, topics)
+    tps = [TopicPartition(t, p) for t in topics for p in range(counts.get(t, 0))]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {f"{tp.topic}:{tp.partition}": (await consumer.committed(tp)) or 0 for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def passed_by(bootstrap: str, group: str, topics: Sequence[str], timeout_s: float) -> bool:
+    """Wait until ``group`` has committed past the end every partition of ``topics`` has now
+    (every record there consumed and acknowledged), for at most ``timeout_s``; whether it did.
+
+    A processor fed by another stage (billing's books, fed by its router) reads its own input's
+    end only once the stage before it is past the end of *its* input: what that stage had yet to
+    pass on would otherwise be taken for news."""
+    ends = await end_offsets(bootstrap, topics)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        committed = await committed_offsets(bootstrap, group, topics)
+        if all(committed.get(k, 0) >= end for k, end in ends.items()):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.2)

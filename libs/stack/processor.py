@@ -218,6 +218,8 @@ class Processor:
         self._dead_letters: set[asyncio.Future[Any]] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self._generation = 0
+        self.assigned = False  # has had an assignment (possibly of nothing) since it started
+        self.catching_up = 0  # assignments whose catch-up from their snapshots is under way
         self._writing: asyncio.Future[None] | None = None
         channel = app.topic(*self.topics, key_serializer="raw", value_serializer="raw")
         app.agent(channel, name=f"{name}-agent")(self._run)
@@ -251,6 +253,7 @@ class Processor:
     async def _assign(self, assigned: set[TP]) -> None:
         async with self._lock:
             self._generation += 1
+            self.assigned = True
             mine = self._mine(assigned)
             for partition in mine:
                 if partition in self.owned:
@@ -284,6 +287,7 @@ class Processor:
             # Catch up from the snapshot to the end of the log now, in a task of its own so the
             # rebalance is not held: Faust resumes at the group's commits, and a partition that
             # gets no new records would otherwise never replay what the snapshot lacks.
+            self.catching_up += 1
             task = asyncio.ensure_future(self._catch_up(tps, self._generation))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -448,6 +452,8 @@ class Processor:
                         start = chunk_end
         except Exception:  # the Faust stream still covers new records; the gap check covers old ones
             log.exception("%s: catch-up after assignment failed", self.name)
+        finally:
+            self.catching_up -= 1
 
     async def _contiguous(self, events: Sequence[Any]) -> list[Msg]:
         """The records that continue each partition exactly where its state left off."""
@@ -608,6 +614,11 @@ def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int) -> faust
         web_port=web_port,
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
+        # how long a rebalance waits for members to rejoin (Faust: 60 s). A member stopped or
+        # killed mid-rebalance held every other replica that long, each time (seen on the
+        # embedded broker with overlapping rolling updates); ours rejoin within seconds (the
+        # revocation's snapshot is written by a forked child)
+        broker_rebalance_timeout=15,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=8 << 20,

@@ -1,8 +1,9 @@
 """`meterflow billing replay`: rebuild every balance from the event log, compare with the live ones.
 
-Reads the billing input topics from the beginning with plain aiokafka (no consumer group), folds
-them into a fresh :class:`BillingState` (the worker's own fold, so facts that arrive before what
-they need wait exactly as they do live), and compares each account's balance with the last
+Reads mf.billing-in (every fact billing's books fold, routed by account by billing's router) from
+the beginning with plain aiokafka (no consumer group), folds each partition into a fresh
+:class:`BillingState` of its own — the live books' own fold of the same ordered log, so facts
+that arrived before what they need wait exactly as they did live — and compares each account's balance with the last
 ``BalanceChanged`` the live worker published on mf.ledger (F5: the event log rebuilds every
 balance). Exit code 0 when they agree to the fen.
 """
@@ -21,7 +22,7 @@ from libs.events.topics import LEDGER
 from libs.stack.broker import high_watermarks, partition_counts
 from libs.stack.processor import tune_gc
 from services.billing.domain.alarms import AlarmConfig
-from services.billing.worker import INPUTS, BillingState
+from services.billing.worker import INPUTS, OWN_OUTPUTS, BillingState
 
 
 @dataclass
@@ -60,7 +61,8 @@ async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> Rep
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
     )
     await consumer.start()
-    state, codec, events = BillingState(alarm_config), Codec(), 0
+    states: dict[int, BillingState] = {}
+    codec, events = Codec(), 0
     live: dict[tuple[str, str], int] = {}
     started = time.perf_counter()
     try:
@@ -78,16 +80,17 @@ async def replay(bootstrap: str, alarm_config: AlarmConfig | None = None) -> Rep
                             if isinstance(fact, BalanceChanged):
                                 live[(fact.project_id, fact.account_id)] = fact.balance_fen
                         continue
-                    for fact in codec.decode(record.value):
+                    state = states.get(tp.partition)
+                    if state is None:
+                        state = states[tp.partition] = BillingState(alarm_config)
+                    for fact in codec.decode(record.value, ignore=OWN_OUTPUTS):
                         events += 1
-                        if isinstance(fact, BalanceChanged):  # on mf.billing in logs older than mf.ledger
-                            live[(fact.project_id, fact.account_id)] = fact.balance_fen
                         state.fold(fact)
                 if records and records[-1].offset >= ends[tp] - 1:
                     pending.discard(tp)
     finally:
         await consumer.stop()
-    replayed = {key: s.balance_fen for key, s in state.books.accounts.items()}
-    waiting = sum(len(q) for q in state.waiting.values())
-    parked = sum(len(p) for p in state.parked.values())
+    replayed = {key: a.balance_fen for s in states.values() for key, a in s.books.accounts.items()}
+    waiting = sum(len(q) for s in states.values() for q in s.waiting.values())
+    parked = sum(len(p) for s in states.values() for p in s.parked.values())
     return ReplayResult(replayed, live, events, time.perf_counter() - started, waiting, parked)

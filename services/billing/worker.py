@@ -1,14 +1,16 @@
-"""The billing worker: the pure :class:`~services.billing.domain.books.Books` behind the stream
-processor runtime (:mod:`libs.stack.processor`).
+"""The billing books: the pure :class:`~services.billing.domain.books.Books` of one partition of
+mf.billing-in behind the stream processor runtime (:mod:`libs.stack.processor`).
 
 Billing joins facts keyed by meter (readings, registry) with facts keyed by account (money) and
-by tariff, so one worker holds the whole books: the processor runs in global mode (every input
-partition feeds one state, snapshotted with the offsets of every partition) and the service runs
-as a single replica. Outputs carry ids derived from their causes, so a replay after a crash
-produces the same events and downstream consumers drop the repeats by id.
+by tariff. Billing's router (:mod:`services.billing.router`) re-keys them all onto mf.billing-in by
+account (reference facts to every partition), so the books of one partition hold everything its
+accounts need: :class:`BillingState` is the state of one partition, and
+:mod:`services.billing.partitioned` keeps one per partition a replica owns. Outputs carry ids
+derived from their causes, so a replay after a crash produces the same events and downstream
+consumers drop the repeats by id.
 
-Facts from different topics interleave in whatever order the consumer fetches them, which on a
-replay differs from the live order. So that the books come out the same either way, a reading
+The router forwards facts from several topics in the order it fetches them, and a meter's facts
+wait there until the meter is bound. So that the books come out the same whatever that order, a reading
 waits (in order, per meter) until its meter is registered, assigned to an account and every
 tariff of that account is known, and a money fact or a tariff change waits until its account is
 opened. The domain charges by event time, so a reading applied late gives the same charge as one
@@ -24,10 +26,10 @@ snapshot; :attr:`BillingState.parked` counts them). One that arrives after a rea
 its time was already folded is applied at once, as the domain's out-of-order rule says.
 
 Allowance plans (:mod:`~services.billing.domain.allowances`) are the one thing billing does on a
-clock: :meth:`BillingState.tick` emits the allowances due onto mf.billing, billing's own input,
+clock: :meth:`BillingState.tick` emits the allowances due onto mf.billing, which the router brings back,
 where they are folded like any allowance (and a replay finds them in the log). A grant emitted is
 not emitted again until it comes back (or :data:`PENDING_RETRY_S` passes); after a restore none is
-emitted until mf.billing is applied up to where it ended then, so grants already in the log are
+emitted until mf.billing-in is applied up to where it ended then, so grants already in the log are
 seen first. Either way a repeat carries the same id and the ledger drops it.
 """
 
@@ -52,7 +54,7 @@ from libs.events.billing import (
     TariffPublished,
 )
 from libs.events.codec import Codec, pack_events
-from libs.events.topics import BILLING, CATALOGUE, READINGS, REGISTRY_TOPIC, TARIFFS
+from libs.events.topics import BILLING_IN, CATALOGUE
 from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.processor import Inbound, Outbound
 from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
@@ -62,7 +64,7 @@ from services.billing.domain.books import MONEY, Books
 from services.billing.domain.settlement import FreezeSchedule
 
 log = logging.getLogger(__name__)
-SNAPSHOT_VERSION = 8  # bump when the books' shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 9  # bump when the books' shape changes: older snapshots are rebuilt from the log
 MAX_WAITING = 10_000  # per meter or account; beyond it the oldest waiting fact is dropped (logged)
 
 # Billing's own outputs (on mf.ledger, which billing does not read; on mf.billing in logs written
@@ -72,7 +74,7 @@ ACCOUNT_FACTS = (*MONEY, AccountTariffChanged)  # wait, in order, until their ac
 # facts after which waiting facts may go on (BillingState._unblocked says which)
 RELEASING = (MeterRegistered, TariffPublished, AccountOpened, MeterReplaced, AccountTariffChanged)
 PARTITIONS = {topic.name: topic.partitions for topic in CATALOGUE}
-INPUTS = (REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, READINGS.name)
+INPUTS = (BILLING_IN.name,)  # everything billing folds, routed by services/billing/router.py
 ENCODE_EVERY = 1_000  # output facts
 PENDING_RETRY_S = 300.0  # an allowance emitted but not back by then is emitted again (same id)
 REPLAY_QUIET_S = 30.0  # no end offsets, or an undecodable last record: caught up once this quiet
@@ -91,11 +93,12 @@ class BillingState:
         end_offsets: EndOffsets | None = None,
     ) -> None:
         """``clock`` (epoch seconds) replaces the processor's time in :meth:`tick` (tests);
-        ``end_offsets`` reads mf.billing's end offsets (None: never hold allowances back)."""
+        ``end_offsets`` reads the end offsets of the state's partition of mf.billing-in (None: never
+        hold allowances back)."""
         self.alarm_config = alarm_config or AlarmConfig()
         self.freeze_schedule = freeze_schedule or FreezeSchedule()
         self.clock = clock
-        # mf.billing read up to its end at restore before any allowance is emitted
+        # mf.billing-in read up to its end at restore before any allowance is emitted
         self.catchup = CatchUp("billing", end_offsets, REPLAY_QUIET_S)
         self.codec = Codec()
         self.applied = 0
@@ -158,7 +161,7 @@ class BillingState:
         encoded: list[Outbound] = []
         out: list[Event] = []
         for record in batch:
-            if record.topic == BILLING.name:
+            if record.topic == BILLING_IN.name:
                 self.catchup.note(record.topic, record.partition, record.offset)
             for fact in record.events:
                 out += self.fold(fact)
@@ -349,9 +352,9 @@ class BillingState:
         return out
 
     def _caught_up(self) -> bool:
-        """Whether mf.billing is applied up to its end at the restore (or has been quiet since)."""
+        """Whether mf.billing-in is applied up to its end at the restore (or has been quiet since)."""
         if self.catchup.finished():
-            log.info("billing: mf.billing applied up to its end at restore; allowance plans run")
+            log.info("billing: mf.billing-in applied up to its end at restore; allowance plans run")
         return not self.catchup.replaying
 
 

@@ -294,7 +294,7 @@ def test_the_worker_looks_again_only_when_a_fact_or_a_new_period_asks_for_it() -
 async def test_after_a_restore_the_worker_holds_allowances_until_mf_billing_is_applied() -> None:
     from libs.stack.processor import Inbound
 
-    ends = {"mf.billing:0": 3, "mf.billing:1": 0}
+    ends = {"mf.billing-in:0": 3, "mf.billing-in:1": 0}
 
     async def end_offsets() -> dict[str, int]:
         return ends
@@ -304,7 +304,7 @@ async def test_after_a_restore_the_worker_holds_allowances_until_mf_billing_is_a
     codec = Codec()
 
     def record(offset: int, fact: Event) -> Inbound:
-        return Inbound(0, "mf.billing", 0, offset, fact.key, codec.decode(codec.encode(fact)))
+        return Inbound(0, "mf.billing-in", 0, offset, fact.key, codec.decode(codec.encode(fact)))
 
     state.handle([record(0, opened("a1")), record(1, plan())])
     await asyncio.sleep(0)  # the end offsets are read
@@ -316,4 +316,4 @@ async def test_after_a_restore_the_worker_holds_allowances_until_mf_billing_is_a
     assert granted([e for e in codec.decode(out.value) if isinstance(e, AllowanceAccepted)]) == {
         ("a1", "2026-S2")
     }
-    assert pickle.loads(state.snapshot(0)())[6] == {"mf.billing:0": 3}
+    assert pickle.loads(state.snapshot(0)())[6] == {"mf.billing-in:0": 3}
