@@ -58,7 +58,9 @@ class Rejected:
     waited: bool = False
 
 
-def reject(into: list[Rejected], record: Inbound, event: Event, error: Exception, waited: bool = False) -> None:
+def reject(
+    into: list[Rejected], record: Inbound, event: Event, error: Exception, waited: bool = False
+) -> None:
     """Log ``error`` with its traceback and append the fact to ``into`` (a handler's ``rejected``)."""
     log.warning(
         "%s[%d]@%d: %s %s rejected%s",
@@ -186,9 +188,7 @@ def to_retry(
     by_id = {le.id: le for le in letters}
     if every:
         chosen = [
-            le
-            for le in letters
-            if not le.retried and le.topic and (service is None or le.service == service)
+            le for le in letters if not le.retried and le.topic and (service is None or le.service == service)
         ]
         return chosen, []
     return [by_id[i] for i in ids if i in by_id], [i for i in ids if i not in by_id]

@@ -47,6 +47,7 @@ def _serve_health(app: faust.App, processor: Processor, port: int) -> None:
     registry = CollectorRegistry()
     events = Counter("mf_billing_events", "facts folded", registry=registry)
     outputs = Counter("mf_billing_outputs", "facts emitted", registry=registry)
+    dead = Counter("mf_billing_dead_letters", "inputs parked on mf.dead-letter", registry=registry)
     accounts = Gauge("mf_billing_accounts", "accounts in the books", registry=registry)
     waiting = Gauge("mf_billing_waiting_facts", "facts waiting for what they need", registry=registry)
     parked = Gauge(
@@ -54,7 +55,7 @@ def _serve_health(app: faust.App, processor: Processor, port: int) -> None:
         "meter replacements waiting for the meter's first reading after them",
         registry=registry,
     )
-    seen = {"events": 0, "outputs": 0}
+    seen = {"events": 0, "outputs": 0, "dead_letters": 0}
     web = FastAPI(title="meterflow billing", docs_url=None, redoc_url=None)
 
     @web.get("/healthz")
@@ -71,13 +72,19 @@ def _serve_health(app: faust.App, processor: Processor, port: int) -> None:
             "records": stats.records,
             "events": stats.events,
             "snapshots": stats.snapshots,
+            "dead_letters": stats.dead_letters,  # parked, not fatal: readiness does not depend on it
         }
 
     @web.get("/metrics")
     def metrics() -> Response:
         events.inc(processor.stats.events - seen["events"])
         outputs.inc(processor.stats.outputs - seen["outputs"])
-        seen.update(events=processor.stats.events, outputs=processor.stats.outputs)
+        dead.inc(processor.stats.dead_letters - seen["dead_letters"])
+        seen.update(
+            events=processor.stats.events,
+            outputs=processor.stats.outputs,
+            dead_letters=processor.stats.dead_letters,
+        )
         state = processor.handler
         if isinstance(state, BillingState):
             accounts.set(len(state.books.accounts))
