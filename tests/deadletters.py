@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,10 +11,15 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from libs.events import Codec, Event
+from libs.events.codec import EventDecodeError
+from libs.stack.broker import high_watermarks
 from libs.stack.deadletter import DeadLetter
 from libs.stack.deadletter_log import read_letters
+
+CODEC = Codec()
 
 JUNK = b"\xffnot an event"
 
@@ -46,3 +52,24 @@ def cli(bootstrap: str, state_dir: Path, *args: str) -> subprocess.CompletedProc
     env.update(MF_KAFKA_BOOTSTRAP=bootstrap, MF_STATE_DIR=str(state_dir))
     return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+async def events_on(bootstrap: str, topic: str) -> list[Event]:
+    """Every event on ``topic`` that decodes (the junk sent there does not), in partition order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[Event] = []
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        marks = await high_watermarks(bootstrap, tps)
+        for tp in tps:
+            while await consumer.position(tp) < marks[tp]:
+                for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                    with contextlib.suppress(EventDecodeError):
+                        out += CODEC.decode(record.value)
+    finally:
+        await consumer.stop()
+    return out
