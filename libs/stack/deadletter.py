@@ -1,4 +1,4 @@
-"""Dead letters: the records of ``mf.dead-letter`` and what they say (no I/O here).
+"""Dead letters: what a processor parks on ``mf.dead-letter``, and what those records say.
 
 A stream processor parks there every input it could not fold — a record that does not decode,
 or one fact whose fold raised — and goes on with the rest (:mod:`libs.stack.processor`). A dead
@@ -32,12 +32,14 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from libs.events.base import Event
+from libs.events.codec import Codec
+from libs.events.topics import DEAD_LETTER
 
 if TYPE_CHECKING:
-    from libs.stack.processor import Inbound
+    from libs.stack.processor import Inbound, ProcessorStats
 
 log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
@@ -68,6 +70,66 @@ def reject(
         " (released from waiting)" if waited else "", exc_info=error,
     )  # fmt: skip
     into.append(Rejected(record, event, str(error) or repr(error), type(error).__name__, waited))
+
+
+class Place(Protocol):
+    """Where an input record is: a raw record or an :class:`Inbound`."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+class Parking:
+    """A processor's dead letters, queued while a slice is handled and sent before its outputs."""
+
+    def __init__(self, service: str, codec: Codec, stats: ProcessorStats) -> None:
+        self.service, self.codec, self.stats = service, codec, stats
+        self.queued: list[tuple[bytes | None, bytes, Headers]] = []
+
+    def reject(self, r: Rejected, values: dict[tuple[str, int, int], bytes]) -> None:
+        """Queue one fact whose fold raised (``values``: the slice's records by their place): the
+        record's own bytes when it held that fact alone, else the fact encoded alone (a retry
+        re-drives it, not its whole packed batch)."""
+        rec = r.record
+        if r.waited:  # from an earlier record, whose place the state did not keep
+            place = f"{rec.topic}[{rec.partition}]@{rec.offset}"
+            value = self.codec.encode(r.event)
+            topic = type(r.event).TOPIC or rec.topic
+            self.add(None, r.event.key, value, r.reason, r.error_type, topic, place)
+            return
+        original = values.get((rec.topic, rec.partition, rec.offset))
+        value = original if original is not None and len(rec.events) == 1 else self.codec.encode(r.event)
+        self.add(rec, rec.key, value, r.reason, r.error_type)
+
+    def add(
+        self,
+        at: Place | None,
+        key: bytes | None,
+        value: bytes,
+        reason: str,
+        error_type: str,
+        topic: str = "",
+        released_by: str | None = None,
+    ) -> None:
+        """Queue a dead letter: ``at`` the input record's place, or None for a fact that waited
+        in the state (``topic`` its own topic, ``released_by`` where the fact that released it
+        came from)."""
+        self.stats.dead_letters += 1
+        topic = at.topic if at is not None else topic
+        partition, offset = (at.partition, at.offset) if at is not None else (None, None)
+        log.error("%s: %s[%s]@%s dead-lettered: %s", self.service, topic, partition, offset, reason)
+        hs = headers(self.service, topic, partition, offset, reason, error_type, released_by=released_by)
+        self.queued.append((key, value, hs))
+
+    async def send(self, producer: Any) -> None:
+        """Send what is queued with a Faust producer (awaited: a snapshot after it includes them)."""
+        queued, self.queued = self.queued, []
+        for key, value, hs in queued:
+            await producer.send(DEAD_LETTER.name, key, value, None, None, hs)
 
 
 def headers(

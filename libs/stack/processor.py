@@ -57,9 +57,8 @@ from faust.types import TP
 
 from libs.events.base import Event
 from libs.events.codec import Codec, EventDecodeError
-from libs.events.topics import DEAD_LETTER
 from libs.stack.broker import high_watermarks
-from libs.stack.deadletter import Rejected, headers
+from libs.stack.deadletter import Parking, Rejected
 from libs.stack.runtime import HttpServer
 from libs.stack.snapshot import Blob, ChunkedPickle, Loaded, SnapshotRejected, Snapshots, load_chunked
 
@@ -226,7 +225,7 @@ class Processor:
         self.next_offsets: dict[int, dict[str, int]] = {}
         self._last_snapshot = time.monotonic()
         self._lock = asyncio.Lock()
-        self._parking: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]] = []
+        self.parking = Parking(name, self.codec, self.stats)
         self._background: set[asyncio.Future[Any]] = set()
         self._generation = 0
         self._writing: asyncio.Future[None] | None = None
@@ -432,7 +431,8 @@ class Processor:
                     batch.append(inbound)
                     events += len(inbound.events)
             outputs = self._handle(batch, messages[first:start]) if batch else []
-            await self._park()  # before the outputs: a snapshot never passes an unparked record
+            await self.parking.send(self.app.producer)  # before the outputs: a snapshot never
+            # passes an input that is neither folded nor parked
             await self._send(outputs)
         self.stats.skipped_types = dict(self.codec.skipped)
         self.stats.batches += 1
@@ -538,7 +538,7 @@ class Processor:
         try:
             decoded = self.codec.decode(msg.value, self.ignore)
         except EventDecodeError as exc:
-            self._dead_letter(msg, msg.key, msg.value, str(exc), type(exc).__name__)
+            self.parking.add(msg, msg.key, msg.value, str(exc), type(exc).__name__)
             return None
         self.stats.events += len(decoded)
         group = self.group_of(msg.topic, msg.partition)
@@ -559,54 +559,14 @@ class Processor:
             parked = {(r.topic, r.partition, r.offset) for r in batch}
             for msg in messages:
                 if (msg.topic, msg.partition, msg.offset) in parked:
-                    self._dead_letter(msg, msg.key, msg.value, reason, type(exc).__name__)
+                    self.parking.add(msg, msg.key, msg.value, reason, type(exc).__name__)
             return []
         if rejected:
             values = {(m.topic, m.partition, m.offset): m.value for m in messages}
             for r in rejected:
-                self._reject(r, values)
+                self.parking.reject(r, values)
             rejected.clear()
         return outputs
-
-    def _reject(self, r: Rejected, values: dict[tuple[str, int, int], bytes]) -> None:
-        """Dead-letter one fact whose fold raised: the record's own bytes when it held that fact
-        alone, else the fact encoded alone (a retry re-drives it, not its whole packed batch)."""
-        rec = r.record
-        if r.waited:  # from an earlier record, whose place the state did not keep
-            place = f"{rec.topic}[{rec.partition}]@{rec.offset}"
-            value = self.codec.encode(r.event)
-            topic = type(r.event).TOPIC or rec.topic
-            self._dead_letter(None, r.event.key, value, r.reason, r.error_type, topic, place)
-            return
-        original = values.get((rec.topic, rec.partition, rec.offset))
-        value = original if original is not None and len(rec.events) == 1 else self.codec.encode(r.event)
-        self._dead_letter(rec, rec.key, value, r.reason, r.error_type)
-
-    def _dead_letter(
-        self,
-        at: Msg | Inbound | None,
-        key: bytes | None,
-        value: bytes,
-        reason: str,
-        error_type: str,
-        topic: str = "",
-        released_by: str | None = None,
-    ) -> None:
-        """Queue a dead letter (sent by :meth:`_park`): ``at`` the input record's place, or None
-        for a fact that waited in the state (``topic`` its own topic, ``released_by`` where the
-        fact that released it came from)."""
-        self.stats.dead_letters += 1
-        topic = at.topic if at is not None else topic
-        partition, offset = (at.partition, at.offset) if at is not None else (None, None)
-        log.error("%s: %s[%s]@%s dead-lettered: %s", self.name, topic, partition, offset, reason)
-        hs = headers(self.name, topic, partition, offset, reason, error_type, released_by=released_by)
-        self._parking.append((DEAD_LETTER.name, key, value, hs))
-
-    async def _park(self) -> None:
-        """Send the dead letters queued (awaited: a snapshot after this includes them)."""
-        parking, self._parking = self._parking, []
-        for topic, key, value, hs in parking:
-            await self.app.producer.send(topic, key, value, None, None, hs)
 
 
 FETCH_MAX_WAIT_MS = 10
