@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("libs.stack.status", "report broker, topics, consumer-group lag and ClickHouse health"),
     "topics": ("libs.stack.topics_cli", "list or create the topics of the catalogue"),
     "events": ("libs.events.cli", "tail or inspect events on a topic"),
+    "dead-letter": (
+        "libs.stack.deadletter_cli",
+        "list or retry the facts processors parked on mf.dead-letter",
+    ),
     "archive": ("libs.stack.archive_cli", "archive the event log into ClickHouse, or restore topics from it"),
     "frame": ("libs.protocols.cli", "decode or encode meter protocol frames"),
     "simulate": ("libs.protocols.simulator.cli", "run a simulated site of meters behind concentrators"),

@@ -27,6 +27,12 @@ embedded broker does correctly (shared/BROKER-NOTES.md). Instead:
    consumer and applied first. It never depends on where Faust's own recovery decided to seek;
 3. events between the snapshot and a crash are processed again: the fold is idempotent (it
    remembers applied event ids) and its outputs are identical, so the effect is exactly once.
+
+A bad input never stops the processor: a record that does not decode, and each fact whose fold
+raises (a handler catches around its per-fact fold and lists it in ``rejected``, see
+:class:`~libs.stack.deadletter.Rejected`), are parked on mf.dead-letter (:mod:`libs.stack.deadletter`)
+and counted; the fold goes on with every other fact. If ``handle()`` itself raises, every record of
+that slice is parked with the reason and the processor goes on.
 """
 
 from __future__ import annotations
@@ -51,8 +57,8 @@ from faust.types import TP
 
 from libs.events.base import Event
 from libs.events.codec import Codec, EventDecodeError
-from libs.events.topics import DEAD_LETTER
 from libs.stack.broker import high_watermarks
+from libs.stack.deadletter import Parking, Rejected
 from libs.stack.runtime import HttpServer
 from libs.stack.snapshot import Blob, ChunkedPickle, Loaded, SnapshotRejected, Snapshots, load_chunked
 
@@ -94,7 +100,11 @@ class Outbound:
 
 
 class Handler(Protocol):
-    """The service's fold over a batch of input records."""
+    """The service's fold over a batch of input records.
+
+    A handler may also have ``rejected: list[Rejected]``: facts whose fold raised, which it
+    caught (:func:`~libs.stack.deadletter.reject`) and went on; the processor drains the list after
+    each ``handle()`` and dead-letters them."""
 
     def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
         """Apply the batch to the state; return what to produce."""
@@ -215,7 +225,7 @@ class Processor:
         self.next_offsets: dict[int, dict[str, int]] = {}
         self._last_snapshot = time.monotonic()
         self._lock = asyncio.Lock()
-        self._dead_letters: set[asyncio.Future[Any]] = set()
+        self.parking = Parking(name, self.codec, self.stats)
         self._background: set[asyncio.Future[Any]] = set()
         self._generation = 0
         self.assigned = False  # has had an assignment (possibly of nothing) since it started
@@ -397,7 +407,12 @@ class Processor:
         async with self._lock:
             if not self.owned:
                 return  # no state yet (or between rebalances): nothing can be due
-            await self._send(tick(time.time()))
+            try:
+                outputs = tick(time.time())
+            except Exception:  # a timer that raises must not stop the worker: it runs again
+                log.exception("%s: tick failed", self.name)
+                return
+            await self._send(outputs)
 
     async def _send(self, outputs: Sequence[Outbound]) -> None:
         for out in outputs:
@@ -412,14 +427,17 @@ class Processor:
         slower per reading for one 40,000-reading call than for slices of 500)."""
         start = 0
         while start < len(messages):
-            batch, events = [], 0
+            batch, events, first = [], 0, start
             while start < len(messages) and events < SLICE_EVENTS:
                 inbound = self._decode(messages[start])
                 start += 1
                 if inbound is not None:
                     batch.append(inbound)
                     events += len(inbound.events)
-            await self._send(self.handler.handle(batch) if batch else [])
+            outputs = self._handle(batch, messages[first:start]) if batch else []
+            await self.parking.send(self.app.producer)  # before the outputs: a snapshot never
+            # passes an input that is neither folded nor parked
+            await self._send(outputs)
         self.stats.skipped_types = dict(self.codec.skipped)
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
@@ -526,24 +544,35 @@ class Processor:
         try:
             decoded = self.codec.decode(msg.value, self.ignore)
         except EventDecodeError as exc:
-            self._dead_letter(msg, str(exc))
+            self.parking.add(msg, msg.key, msg.value, str(exc), type(exc).__name__)
             return None
         self.stats.events += len(decoded)
         group = self.group_of(msg.topic, msg.partition)
         return Inbound(group, msg.topic, msg.partition, msg.offset, msg.key, decoded)
 
-    def _dead_letter(self, msg: Any, reason: str) -> None:
-        self.stats.dead_letters += 1
-        log.error("%s: %s[%d]@%d dead-lettered: %s", self.name, msg.topic, msg.partition, msg.offset, reason)
-        headers = [
-            ("reason", reason.encode()[:500]),
-            ("source", f"{msg.topic}[{msg.partition}]@{msg.offset}".encode()),
-        ]
-        future = asyncio.ensure_future(
-            self.app.producer.send(DEAD_LETTER.name, msg.key, msg.value, None, None, headers)
-        )
-        self._dead_letters.add(future)
-        future.add_done_callback(self._dead_letters.discard)
+    def _handle(self, batch: Sequence[Inbound], messages: Sequence[Msg]) -> list[Outbound]:
+        """The handler's outputs for ``batch``; its rejected facts dead-lettered. A handler that
+        raises outside its per-fact guard costs the slice: every record is parked with the
+        reason (its outputs are lost, what it changed in the state before the raise stays)."""
+        rejected: list[Rejected] | None = getattr(self.handler, "rejected", None)
+        try:
+            outputs = self.handler.handle(batch)
+        except Exception as exc:
+            log.exception("%s: handle() raised: %d records dead-lettered", self.name, len(batch))
+            if rejected:
+                rejected.clear()  # parked whole below
+            reason = f"handle() raised on this slice: {exc!r}"
+            parked = {(r.topic, r.partition, r.offset) for r in batch}
+            for msg in messages:
+                if (msg.topic, msg.partition, msg.offset) in parked:
+                    self.parking.add(msg, msg.key, msg.value, reason, type(exc).__name__)
+            return []
+        if rejected:
+            values = {(m.topic, m.partition, m.offset): m.value for m in messages}
+            for r in rejected:
+                self.parking.reject(r, values)
+            rejected.clear()
+        return outputs
 
 
 FETCH_MAX_WAIT_MS = 10

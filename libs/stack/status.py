@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 from aiokafka import TopicPartition
 
-from libs.events.topics import CATALOGUE
+from libs.events.topics import CATALOGUE, DEAD_LETTER
 from libs.settings import CommonSettings, ConfigError, load
+from libs.stack import deadletter
 from libs.stack.broker import BrokerError, check_reachable, group_offsets, high_watermarks, partition_counts
 from libs.stack.clickhouse import StoreError, health, open_client
+from libs.stack.deadletter_log import read_letters
 
 
 def stack_file(settings: CommonSettings) -> dict[str, Any] | None:
@@ -43,7 +45,8 @@ def resolve_bootstrap(settings: CommonSettings) -> str:
 
 
 def broker_report(bootstrap: str) -> dict[str, Any]:
-    """Topics with partitions and message counts, and each consumer group's lag."""
+    """Topics with partitions and message counts, each consumer group's lag, and the dead letters
+    per service (read from mf.dead-letter)."""
     check_reachable(bootstrap)
     counts = partition_counts(bootstrap)
     tps = [TopicPartition(t, p) for t, n in counts.items() for p in range(n)]
@@ -57,12 +60,14 @@ def broker_report(bootstrap: str) -> dict[str, Any]:
     for group, offsets in group_offsets(bootstrap).items():
         lag = {f"{tp.topic}[{tp.partition}]": max(marks.get(tp, off) - off, 0) for tp, off in offsets.items()}
         groups[group] = {"lag": sum(lag.values()), "partitions": lag}
+    letters = asyncio.run(read_letters(bootstrap)) if counts.get(DEAD_LETTER.name) else []
     return {
         "ok": not missing,
         "bootstrap": bootstrap,
         "topics": topics,
         "missing_topics": missing,
         "groups": groups,
+        "dead_letters": deadletter.counts(letters),
     }
 
 
@@ -98,6 +103,11 @@ def _print_text(report: dict[str, Any]) -> None:
         print(f"  topic     {name:<20} MISSING")
     for group, g in sorted(b.get("groups", {}).items()):
         print(f"  group     {group:<20} lag {g['lag']}")
+    for service, d in sorted(b.get("dead_letters", {}).items()):
+        print(
+            f"  dead      {service:<20} {d['dead_letters']} on mf.dead-letter, {d['not_retried']} not retried"
+            " (meterflow dead-letter list)"
+        )
     detail = c.get("version") or c.get("error", "")
     print(f"clickhouse  {'ok' if c.get('ok') else 'FAIL'}  {c.get('dsn', '')} {detail}".rstrip())
     if c.get("archive"):

@@ -89,6 +89,9 @@ def _serve_health(app: faust.App, billing: Billing, port: int) -> None:
     events = Counter("mf_billing_events", "facts folded by the books", registry=registry)
     outputs = Counter("mf_billing_outputs", "facts emitted by the books", registry=registry)
     routed = Counter("mf_billing_router_events", "facts read by the router", registry=registry)
+    dead = Counter(
+        "mf_billing_dead_letters", "inputs parked on mf.dead-letter (router and books)", registry=registry
+    )
     accounts = Gauge(
         "mf_billing_accounts", "accounts in the books of the partitions owned", registry=registry
     )
@@ -104,7 +107,7 @@ def _serve_health(app: faust.App, billing: Billing, port: int) -> None:
         "meter replacements waiting for the meter's first reading after them",
         registry=registry,
     )
-    seen = {"events": 0, "outputs": 0, "routed": 0}
+    seen = {"events": 0, "outputs": 0, "routed": 0, "dead_letters": 0}
     web = FastAPI(title="meterflow billing", docs_url=None, redoc_url=None)
 
     @web.get("/healthz")
@@ -127,15 +130,21 @@ def _serve_health(app: faust.App, billing: Billing, port: int) -> None:
             "events": books.events,
             "routed": routing.events,
             "snapshots": books.snapshots + routing.snapshots,
+            # parked, not fatal: readiness does not depend on it
+            "dead_letters": books.dead_letters + routing.dead_letters,
         }
 
     @web.get("/metrics")
     def metrics() -> Response:
         books, routing = billing.books.stats, billing.router.stats
+        parked_total = books.dead_letters + routing.dead_letters
         events.inc(books.events - seen["events"])
         outputs.inc(books.outputs - seen["outputs"])
         routed.inc(routing.events - seen["routed"])
-        seen.update(events=books.events, outputs=books.outputs, routed=routing.events)
+        dead.inc(parked_total - seen["dead_letters"])
+        seen.update(
+            events=books.events, outputs=books.outputs, routed=routing.events, dead_letters=parked_total
+        )
         state, routing_state = billing.books.handler, billing.router.handler
         if isinstance(state, BillingPartitions):
             accounts.set(state.accounts)

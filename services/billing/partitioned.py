@@ -13,6 +13,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from libs.stack.catchup import EndOffsets
+from libs.stack.deadletter import Rejected
 from libs.stack.processor import Inbound, Outbound
 from libs.stack.snapshot import Blob, ChunkedPickle
 from services.billing.worker import BillingState
@@ -35,9 +36,13 @@ class BillingPartitions:
         """``make(partition)`` builds the empty state of one partition."""
         self.make = make
         self.states: dict[int, BillingState] = {}
+        # facts whose fold raised, every partition's (shared with each state; the processor
+        # dead-letters and clears it after each handle())
+        self.rejected: list[Rejected] = []
 
     def restore(self, partition: int, blob: Blob | None) -> None:
         state = self.make(partition)
+        state.rejected = self.rejected
         state.restore(partition, blob)  # SnapshotRejected: the processor restores from nothing
         self.states[partition] = state
 

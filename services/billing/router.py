@@ -46,9 +46,11 @@ from libs.events.billing import (
 )
 from libs.events.codec import Codec, partition_for
 from libs.events.topics import BILLING, BILLING_IN, BINDINGS, READINGS, REGISTRY_TOPIC, TARIFFS
+from libs.stack.deadletter import Rejected, reject
 from libs.stack.processor import Inbound, Outbound
 from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
 from services.billing.domain.books import MONEY
+from services.billing.domain.tariff import TariffVersion
 
 log = logging.getLogger(__name__)
 SNAPSHOT_VERSION = 1
@@ -97,8 +99,13 @@ def bindings_of(opened: AccountOpened) -> list[MeterBound]:
 
 def destinations(fact: Event, partitions: int = BILLING_IN.partitions) -> range | tuple[int, ...]:
     """The partitions of mf.billing-in a fact from mf.billing or mf.tariffs goes to (none:
-    billing does not fold it)."""
-    if isinstance(fact, (TariffPublished, AllowancePlanSet)):
+    billing does not fold it). A tariff whose definition billing cannot read raises
+    :class:`~services.billing.domain.tariff.TariffError` here, at the door: it is dead-lettered
+    once (a retry re-drives it through the router), not in every partition's books."""
+    if isinstance(fact, TariffPublished):
+        TariffVersion.from_event(fact)  # the books' own reading of it
+        return range(partitions)
+    if isinstance(fact, AllowancePlanSet):
         return range(partitions)
     if isinstance(fact, AlarmThresholdsSet):
         return (account_partition(fact.account_id, partitions),) if fact.account_id else range(partitions)
@@ -139,6 +146,7 @@ class Router:
         self.codec = Codec()
         self.meters: dict[int, MeterPartition] = {}
         self.dropped = 0
+        self.rejected: list[Rejected] = []  # facts whose routing raised: dead-lettered, never fatal
 
     # -- partition state ---------------------------------------------------------------
     def restore(self, group: int, blob: Blob | None) -> None:
@@ -178,13 +186,16 @@ class Router:
         for record in batch:
             state = self.meters.get(record.group) if record.group < STATELESS else None
             for fact in record.events:
-                if state is not None:
-                    self._meter_fact(state, fact, routed)
-                    continue
-                if isinstance(fact, AccountOpened):
-                    bound += bindings_of(fact)
-                for partition in destinations(fact, self.partitions):
-                    routed.setdefault(partition, []).append(fact)
+                try:
+                    if state is not None:
+                        self._meter_fact(state, fact, routed)
+                        continue
+                    if isinstance(fact, AccountOpened):
+                        bound += bindings_of(fact)
+                    for partition in destinations(fact, self.partitions):
+                        routed.setdefault(partition, []).append(fact)
+                except Exception as exc:  # parked by the processor; every other fact goes on
+                    reject(self.rejected, record, fact, exc)
         return self._encode(routed, bound)
 
     def _meter_fact(self, state: MeterPartition, fact: Event, routed: dict[int, list[Event]]) -> None:

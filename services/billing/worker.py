@@ -31,6 +31,15 @@ where they are folded like any allowance (and a replay finds them in the log). A
 not emitted again until it comes back (or :data:`PENDING_RETRY_S` passes); after a restore none is
 emitted until mf.billing-in is applied up to where it ended then, so grants already in the log are
 seen first. Either way a repeat carries the same id and the ledger drops it.
+
+A fact whose fold raises is rejected (:attr:`BillingState.rejected`, dead-lettered by the
+processor) and the fold goes on; so is a fact released from a queue whose fold raises, and the
+rest of its queue goes on. The known poison is a ``TariffPublished`` whose definition does not
+parse: it is rejected when folded (``TariffError`` naming the field), never enters the books, and
+readings of accounts on that tariff keep waiting for a valid one, which releases them. A fact that
+raises leaves the books as they were (:meth:`~services.billing.domain.books.Books.handle` computes
+before it assigns; see there for the one exception, after a reading is priced); the meters ready to
+skip the waiting checks are looked at again after any rejection.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from libs.events.billing import (
 from libs.events.codec import Codec, pack_events
 from libs.events.topics import BILLING_IN, CATALOGUE
 from libs.stack.catchup import CatchUp, EndOffsets
+from libs.stack.deadletter import Rejected, reject
 from libs.stack.processor import Inbound, Outbound
 from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
 from services.billing.domain import allowances
@@ -103,6 +113,8 @@ class BillingState:
         self.codec = Codec()
         self.applied = 0
         self.dropped = 0
+        self.rejected: list[Rejected] = []  # facts whose fold raised, drained by the processor
+        self._record: Inbound | None = None  # the record being handled (for facts it releases)
         self._reset()
 
     def _reset(self) -> None:
@@ -161,10 +173,15 @@ class BillingState:
         encoded: list[Outbound] = []
         out: list[Event] = []
         for record in batch:
+            self._record = record
             if record.topic == BILLING_IN.name:
                 self.catchup.note(record.topic, record.partition, record.offset)
             for fact in record.events:
-                out += self.fold(fact)
+                try:
+                    out += self.fold(fact)
+                except Exception as exc:  # parked by the processor; every other fact goes on
+                    self.ready.clear()  # the fact may have changed what a meter waits for
+                    reject(self.rejected, record, fact, exc)
                 if len(out) >= ENCODE_EVERY:
                     encoded += self._encode(out)
                     out = []
@@ -249,6 +266,13 @@ class BillingState:
         return None  # a tariff: rare, and any meter's account may use it
 
     def _apply(self, fact: Event) -> list[Event]:
+        # the books first: a fact they refuse (raise) is noted nowhere else
+        if isinstance(fact, MeterReplaced):
+            out = self._replaced(fact)
+        elif isinstance(fact, ReadingRecorded) and (fact.project_id, fact.meter_id) in self.parked:
+            out = self._unpark(fact) + self.books.handle(fact)
+        else:
+            out = self.books.handle(fact)
         if isinstance(fact, MeterRegistered):
             self.registered.add((fact.project_id, fact.meter_id))
         self.applied += 1
@@ -258,11 +282,7 @@ class BillingState:
             self.pending.pop(fact.event_id, None)
         if isinstance(fact, (AllowancePlanSet, AccountOpened, AccountTariffChanged)):
             self.quiet_until = EPOCH  # who is granted what may have changed: look again
-        if isinstance(fact, MeterReplaced):
-            return self._replaced(fact)
-        if isinstance(fact, ReadingRecorded) and (fact.project_id, fact.meter_id) in self.parked:
-            return self._unpark(fact) + self.books.handle(fact)
-        return self.books.handle(fact)
+        return out
 
     def _replaced(self, fact: MeterReplaced) -> list[Event]:
         """Park the replacement until its meter's first reading at or after it (see the module
@@ -283,7 +303,7 @@ class BillingState:
         parked = self.parked.pop(key)
         out: list[Event] = []
         while parked and parked[0].replaced_at <= at:
-            out += self.books.handle(parked.pop(0))
+            out += self._released(parked.pop(0), self.books.handle)
         if parked:
             self.parked[key] = parked
         return out
@@ -342,7 +362,7 @@ class BillingState:
             i = 0
             while i < len(queue) and self._waits_for(queue[i]) is None:
                 fact = queue[i]
-                out += self._apply(fact)
+                out += self._released(fact, self._apply)
                 i += 1
                 if isinstance(fact, RELEASING):  # a tariff change released from its account's queue
                     more = self._unblocked(fact)
@@ -350,6 +370,18 @@ class BillingState:
             if i < len(queue):  # readings waiting for a replacement not here yet
                 self.waiting[key] = queue[i:]
         return out
+
+    def _released(self, fact: Event, apply: Callable[[Event], list[Event]]) -> list[Event]:
+        """``apply(fact)`` for a fact that waited: one that raises is rejected, and the facts
+        waiting behind it go on (raised to the caller, they would all be lost with its queue)."""
+        try:
+            return apply(fact)
+        except Exception as exc:
+            if self._record is None:  # folded outside handle() (a replay): the caller decides
+                raise
+            self.ready.clear()
+            reject(self.rejected, self._record, fact, exc, waited=True)
+            return []
 
     def _caught_up(self) -> bool:
         """Whether mf.billing-in is applied up to its end at the restore (or has been quiet since)."""

@@ -52,9 +52,10 @@ def web_app(processor: Processor, state: ControlState) -> FastAPI:
     registry = CollectorRegistry()
     events = Counter("mf_control_events", "facts folded", registry=registry)
     outputs = Counter("mf_control_outputs", "facts emitted", registry=registry)
+    dead = Counter("mf_control_dead_letters", "inputs parked on mf.dead-letter", registry=registry)
     meters = Gauge("mf_control_meters", "meters known to control", registry=registry)
     active = Gauge("mf_control_active_meters", "meters with a command not ended", registry=registry)
-    seen = {"events": 0, "outputs": 0}
+    seen = {"events": 0, "outputs": 0, "dead_letters": 0}
     web = FastAPI(title="meterflow control", docs_url=None, redoc_url=None)
 
     @web.get("/healthz")
@@ -66,13 +67,24 @@ def web_app(processor: Processor, state: ControlState) -> FastAPI:
         ready = bool(processor.owned)
         response.status_code = 200 if ready else 503
         stats = processor.stats
-        return {"ready": ready, "records": stats.records, "events": stats.events, "outputs": stats.outputs}
+        return {
+            "ready": ready,  # a parked fact does not take the service out of rotation
+            "records": stats.records,
+            "events": stats.events,
+            "outputs": stats.outputs,
+            "dead_letters": stats.dead_letters,
+        }
 
     @web.get("/metrics")
     async def metrics() -> Response:
         events.inc(processor.stats.events - seen["events"])
         outputs.inc(processor.stats.outputs - seen["outputs"])
-        seen.update(events=processor.stats.events, outputs=processor.stats.outputs)
+        dead.inc(processor.stats.dead_letters - seen["dead_letters"])
+        seen.update(
+            events=processor.stats.events,
+            outputs=processor.stats.outputs,
+            dead_letters=processor.stats.dead_letters,
+        )
         meters.set(len(state.meters))
         active.set(len(state.active))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -75,6 +75,7 @@ from libs.events.control import (
 )
 from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
 from libs.stack.catchup import CatchUp, EndOffsets
+from libs.stack.deadletter import Rejected, reject
 from libs.stack.processor import Inbound, Outbound
 from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
 from services.control.domain import batch as batches
@@ -158,6 +159,7 @@ class ControlState:
         self.parameter_models = tuple(parameter_models)
         self.catchup = CatchUp("control", end_offsets, REPLAY_QUIET_S)  # the replay after a restore
         self.codec = Codec()
+        self.rejected: list[Rejected] = []  # facts whose fold raised, drained by the processor
         self._reset()
 
     def _reset(self) -> None:
@@ -211,12 +213,20 @@ class ControlState:
 
     # --- Handler ----------------------------------------------------------------------------
     def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
-        """Fold every event of the batch; return the facts control emits, encoded."""
+        """Fold every event of the batch; return the facts control emits, encoded.
+
+        A fact whose fold raises is rejected (dead-lettered by the processor) and the rest go on.
+        What it changed before raising stays: the folds are immutable values assigned per step,
+        so that is whole steps — its parameter book (a parameter fact), the meters already
+        judged (a fact routed to several meters) — never half a meter."""
         out: list[Event] = []
         for record in batch:
             historic = self.catchup.note(record.topic, record.partition, record.offset)
             for fact in record.events:
-                out += self.fold(fact, hold=historic)
+                try:
+                    out += self.fold(fact, hold=historic)
+                except Exception as exc:
+                    reject(self.rejected, record, fact, exc)
         return self._encode(out + self._settle(time.time()))
 
     def tick(self, now: float) -> list[Outbound]:

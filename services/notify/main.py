@@ -25,7 +25,7 @@ from typing import Annotated
 import faust
 import httpx
 from fastapi import FastAPI, Query, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from libs.events.notify import Channel
 from libs.events.topics import CATALOGUE
@@ -163,6 +163,8 @@ def _serve_http(notify: Notify, port: int) -> None:
     rows = Gauge("mf_notify_sends", "send-log rows by status", ["status"], registry=registry)
     outcomes = Gauge("mf_notify_outcomes", "outcomes since start", ["outcome"], registry=registry)
     waiting = Gauge("mf_notify_waiting", "requests waiting for their account", registry=registry)
+    dead = Counter("mf_notify_dead_letters", "decider inputs parked on mf.dead-letter", registry=registry)
+    seen = {"dead_letters": 0}
     web = FastAPI(title="meterflow notify", docs_url=None, redoc_url=None)
     sender, processor = notify.sender, notify.processor
 
@@ -183,6 +185,7 @@ def _serve_http(notify: Notify, port: int) -> None:
             "sender_caught_up": sender.ready,
             "sender_error": repr(sender.error) if sender.error else None,
             "waiting": sender.waiting,
+            "dead_letters": processor.stats.dead_letters,  # parked, not fatal: still ready
         }
 
     @web.get("/metrics")
@@ -193,6 +196,8 @@ def _serve_http(notify: Notify, port: int) -> None:
         for name in ("deferred", "delivered", "failed", "dead_lettered", "suppressed"):
             outcomes.labels(name).set(getattr(stats, name))
         waiting.set(sender.waiting)
+        dead.inc(processor.stats.dead_letters - seen["dead_letters"])
+        seen["dead_letters"] = processor.stats.dead_letters
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @web.get("/sends")

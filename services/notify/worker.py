@@ -56,6 +56,7 @@ from libs.events.control import (
 )
 from libs.events.notify import NotificationRequested, SubscriptionSet
 from libs.events.topics import ALARMS, BILLING, COMMANDS, LEDGER, NOTIFICATIONS
+from libs.stack.deadletter import Rejected, reject
 from libs.stack.processor import Inbound, Outbound
 from libs.stack.snapshot import Blob, ChunkedPickle, load_chunked
 from services.notify.delivery import AccountSettings, QuietHours, plan
@@ -121,6 +122,8 @@ class NotifyState:
         self.stale = 0
         self.dropped = 0
         self.directory = Directory()
+        self.rejected: list[Rejected] = []  # facts whose fold raised, drained by the processor
+        self._record: Inbound | None = None  # the record being handled (for facts it releases)
 
     # -- PartitionState ------------------------------------------------------------------
     def restore(self, partition: int, blob: Blob | None) -> None:
@@ -154,11 +157,20 @@ class NotifyState:
 
     # -- Handler -------------------------------------------------------------------------
     def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
-        """Fold every event of the batch; the requests it calls for, encoded."""
+        """Fold every event of the batch; the requests it calls for, encoded.
+
+        A fact whose fold raises (or a waiting one an ``AccountOpened`` releases) is rejected,
+        dead-lettered by the processor, and the rest go on. What it changed before raising stays:
+        the directory's entries are replaced whole, so that is whole entries (a command noted, an
+        account's settings), never half of one."""
         out: list[Event] = []
         for record in batch:
+            self._record = record
             for fact in record.events:
-                out += self.fold(fact)
+                try:
+                    out += self.fold(fact)
+                except Exception as exc:
+                    reject(self.rejected, record, fact, exc)
         return [Outbound(e.TOPIC, e.key, self.codec.encode(e)) for e in out]
 
     def settings_for(self, project_id: str, account_id: str) -> AccountSettings | None:
@@ -236,7 +248,12 @@ class NotifyState:
         out: list[NotificationRequested] = []
         for subject in [fact.account_id, *fact.meter_ids]:
             for held in d.waiting.pop((project, subject), []):
-                out += self.fold(held)
+                try:
+                    out += self.fold(held)
+                except Exception as exc:  # popped: raised on, the rest of the queue would be lost
+                    if self._record is None:
+                        raise
+                    reject(self.rejected, self._record, held, exc, waited=True)
         return out
 
     def _account_of(self, project: str, subject: str) -> Key | None:

@@ -1,4 +1,8 @@
-"""A tiny processor for the runtime's kill-and-restart test: running recharge totals per account.
+"""A tiny processor for the runtime's tests: running recharge totals per account.
+
+For the dead-letter tests its fold raises on a recharge by operator ``poison`` (caught per fact:
+rejected), and its ``handle()`` raises outside that guard on a slice holding a recharge by
+operator ``explode`` (before it folds anything of the slice).
 
 Run as a process: ``python -m tests.stack.processor_app`` with PROC_BOOTSTRAP, PROC_STATE,
 PROC_IN, PROC_OUT and PROC_PORT in the environment.
@@ -13,7 +17,8 @@ from pathlib import Path
 
 import faust
 
-from libs.events import BalanceChanged, Codec, RechargeAccepted, event_id_for
+from libs.events import BalanceChanged, Codec, Event, RechargeAccepted, event_id_for
+from libs.stack.deadletter import Rejected, reject
 from libs.stack.processor import Inbound, Outbound, Processor, Snapshots, make_app
 
 
@@ -24,6 +29,7 @@ class Totals:
         self.out_topic = out_topic
         self.parts: dict[int, dict[str, tuple[int, frozenset[str]]]] = {}
         self.codec = Codec()
+        self.rejected: list[Rejected] = []
 
     def restore(self, partition: int, blob: bytes | None) -> None:
         self.parts[partition] = pickle.loads(blob) if blob else {}
@@ -35,30 +41,40 @@ class Totals:
         self.parts.pop(partition, None)
 
     def handle(self, batch: Sequence[Inbound]) -> list[Outbound]:
-        out = []
+        if any(getattr(e, "operator_id", "") == "explode" for r in batch for e in r.events):
+            raise RuntimeError("explode: handle() fails outside its per-fact guard")
+        out: list[Outbound] = []
         for record in batch:
-            state = self.parts[record.group]
             for e in record.events:
-                if not isinstance(e, RechargeAccepted):
-                    continue
-                balance, applied = state.get(e.account_id, (0, frozenset()))
-                if e.event_id in applied:
-                    continue
-                balance += e.amount_fen
-                state[e.account_id] = (balance, applied | {e.event_id})
-                changed = BalanceChanged(
-                    event_id=event_id_for("balance", e.event_id),
-                    project_id=e.project_id,
-                    subject_id=e.account_id,
-                    account_id=e.account_id,
-                    delta_fen=e.amount_fen,
-                    balance_fen=balance,
-                    reason="recharge",
-                    causation_id=e.event_id,
-                    time=e.time,
-                )
-                out.append(Outbound(self.out_topic, changed.key, self.codec.encode(changed)))
+                try:
+                    out += self.fold(record.group, e)
+                except Exception as exc:
+                    reject(self.rejected, record, e, exc)
         return out
+
+    def fold(self, group: int, e: Event) -> list[Outbound]:
+        if not isinstance(e, RechargeAccepted):
+            return []
+        if e.operator_id == "poison":
+            raise ValueError(f"poison recharge {e.event_id}")
+        state = self.parts[group]
+        balance, applied = state.get(e.account_id, (0, frozenset()))
+        if e.event_id in applied:
+            return []
+        balance += e.amount_fen
+        state[e.account_id] = (balance, applied | {e.event_id})
+        changed = BalanceChanged(
+            event_id=event_id_for("balance", e.event_id),
+            project_id=e.project_id,
+            subject_id=e.account_id,
+            account_id=e.account_id,
+            delta_fen=e.amount_fen,
+            balance_fen=balance,
+            reason="recharge",
+            causation_id=e.event_id,
+            time=e.time,
+        )
+        return [Outbound(self.out_topic, changed.key, self.codec.encode(changed))]
 
 
 def build() -> faust.App:

@@ -5,6 +5,12 @@ replaces an entry per event — the only mutation — so a handled event costs O
 consistent snapshot is a shallow :meth:`copy`. Replaying the same facts in the same order into
 fresh books gives the same states and the same emitted facts (ids are derived, not random).
 
+A fact whose fold raises leaves the books as they were: each branch computes its new entries
+first (parsing a tariff, pricing a delta, the ledger's pure folds) and assigns them after. The one
+exception is a failure after a reading or replacement is priced and its meter advanced — booking
+its charge, a postpaid bill, freezes, the purchase check; no known input does it — which keeps
+what was assigned before it (the meter and, once booked, the charge) and loses the outputs.
+
 Outputs of billing itself (BalanceChanged, charges, alarms, bills, freezes) are ignored on
 input: they are consequences, re-derived on replay, never causes. Postpaid bills and freezes
 follow the rules of :mod:`.settlement`.
@@ -123,8 +129,7 @@ class Books:
             before = self._meter(*key)
             balance_before = self.account_of(*key)
             meter, outcome = observe(before, fact)
-            self.meters[key] = meter
-            out = self._consumed(fact, outcome, balance_before)
+            out = self._consumed(fact, outcome, balance_before, meter)
             if isinstance(outcome, Ignored) and outcome.reason not in ("baseline", "no_register"):
                 return out  # a duplicate or stale reading says nothing new about purchases
             if balance_before is not None and before.last is not None and meter.last is not None:
@@ -132,8 +137,7 @@ class Books:
             return out + self._purchases(fact)
         if isinstance(fact, MeterReplaced):
             meter, outcome = replaced(self._meter(fact.project_id, fact.meter_id), fact)
-            self.meters[(fact.project_id, fact.meter_id)] = meter
-            return self._consumed(fact, outcome, self.account_of(fact.project_id, fact.meter_id))
+            return self._consumed(fact, outcome, self.account_of(fact.project_id, fact.meter_id), meter)
         p = fact.project_id
         if isinstance(fact, MeterRegistered):
             self.meters[(p, fact.meter_id)] = registered(self.meters.get((p, fact.meter_id)), fact)
@@ -193,15 +197,22 @@ class Books:
         return self.meters.get((project_id, meter_id)) or MeterState(meter_id=meter_id)
 
     def _consumed(
-        self, fact: ReadingRecorded | MeterReplaced, outcome: Outcome, account: ledger.AccountState | None
+        self,
+        fact: ReadingRecorded | MeterReplaced,
+        outcome: Outcome,
+        account: ledger.AccountState | None,
+        meter: MeterState,
     ) -> list[Event]:
-        """``account``: the meter's account as it is before ``fact`` (None: not assigned)."""
+        """``account``: the meter's account as it is before ``fact`` (None: not assigned);
+        ``meter``: the meter after it, assigned once the delta is priced (a pricing that raises
+        changes nothing; a failure after, settling or freezing, keeps meter and charge together)."""
+        charge = self._price(account, outcome) if isinstance(outcome, Delta) and account is not None else None
+        self.meters[(fact.project_id, fact.meter_id)] = meter
         if isinstance(outcome, Anomaly):
             return [_anomaly(fact, outcome)]
-        if not isinstance(outcome, Delta) or account is None:
+        if charge is None or not isinstance(outcome, Delta) or account is None:
             return []
         account_id = account.account_id
-        charge = self._price(account, outcome)
         if not charge.lines:
             return []
         applied = trusted(  # built from validated facts: no second validation on the hot path

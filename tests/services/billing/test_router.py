@@ -175,3 +175,15 @@ def test_a_replica_folding_its_partitions_again_from_the_log_gives_the_same_outp
     second = pipeline.fold_books(log, BILLING_IN.partitions)
     assert pipeline.balances(first) == pipeline.balances(second)
     assert {k: s.books.accounts for k, s in first.items()} == {k: s.books.accounts for k, s in second.items()}
+
+
+def test_a_tariff_billing_cannot_read_is_rejected_at_the_router_once_and_others_go_on() -> None:
+    routing = router.Router()
+    magic = tariff({"kind": "magic"}).model_copy(update={"event_id": "t-magic"})
+    good = tariff(SINGLE, tid="t2")
+    out = decoded(routing.handle([inbound(2 * router.STATELESS, "mf.tariffs", magic, good)]))
+    (rejected,) = routing.rejected
+    assert rejected.event.event_id == "t-magic" and rejected.error_type == "TariffError"
+    assert "kind" in rejected.reason
+    for p in range(BILLING_IN.partitions):  # the good one still reaches every partition
+        assert [e.event_id for e in out[("mf.billing-in", p)]] == [good.event_id]
