@@ -13,6 +13,7 @@ from sending each reading to receiving the ``BalanceChanged`` it caused (matched
 — p50 / p99 / max. Last, the cold start: a second worker with an empty state folds the whole log
 (facts/s from its first record read to its last fact folded), as after a loss of its snapshot.
 Topics have the embedded stack's layout (``MF_PARTITIONS_MAX=1`` unless set, as `meterflow dev`).
+Any balances differing from the oracle's, or a phase that does not finish, exits 1.
 Run: `make bench` or `.venv/bin/python bench/billing_fold.py [--accounts A --hours H]`.
 """
 
@@ -165,7 +166,9 @@ async def latency(bootstrap: str, stream: list, rate: int, seconds: float) -> tu
         await consumer.stop()
 
 
-def main() -> None:
+def main() -> list[str]:
+    """Run the phases, print their figures; return the checks that failed."""
+    failures: list[str] = []
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--accounts", type=int, default=500)
     parser.add_argument("--hours", type=int, default=200)
@@ -201,6 +204,7 @@ def main() -> None:
                           f"one process, site already folded)")  # fmt: skip
                 else:
                     print("live worker     did not finish within 10 minutes")
+                    failures.append("the live worker did not fold the backlog")
                 live = asyncio.run(live_balances(broker.bootstrap, "bench"))
                 for _ in range(10):  # folded is not yet produced: wait until the outputs settle
                     if live == expected or live == (
@@ -210,6 +214,8 @@ def main() -> None:
                 print(
                     f"live balances   {'match' if live == expected else 'DIFFER from'} the oracle ({len(expected)} accounts)"
                 )
+                if live != expected:
+                    failures.append("live balances differ from the oracle")
                 result = asyncio.run(replay(broker.bootstrap))  # the log as it is now, the worker idle
                 print(
                     f"replay          {result.events / result.seconds:>12,.0f} facts/s    "
@@ -218,8 +224,14 @@ def main() -> None:
                 print(
                     f"replay balances {'match' if result.replayed == expected else 'DIFFER from'} the oracle"
                 )
+                if result.replayed != expected:
+                    failures.append("replay balances differ from the oracle")
                 if last is not None:
                     extra, lat = asyncio.run(latency(broker.bootstrap, stream, args.rate, args.seconds))
+                    if len(lat) < extra:
+                        failures.append(
+                            "the latency phase did not finish (readings without a BalanceChanged)"
+                        )
                     lat.sort()
                     if lat:
                         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -244,11 +256,13 @@ def main() -> None:
                           f"(first to last fold of {total:,} facts, empty state)")  # fmt: skip
                 else:
                     print("cold start      did not finish within 10 minutes")
+                    failures.append("the cold start did not finish")
             finally:
                 cold.terminate()
                 cold.wait(60)
     finally:
         broker.stop()
+    return failures
 
 
 if __name__ == "__main__":
@@ -257,4 +271,7 @@ if __name__ == "__main__":
         os.execv(
             sys.executable, [sys.executable, __file__, *sys.argv[1:]]
         )  # the catalogue is built at import
-    main()
+    failed = main()
+    if failed:
+        print("FAILED: " + "; ".join(failed))
+        sys.exit(1)
