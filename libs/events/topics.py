@@ -50,8 +50,9 @@ def capped(topic: Topic, cap: int = PARTITIONS_MAX) -> Topic:
     return replace(topic, partitions=min(topic.partitions, cap)) if cap else topic
 
 
-# mf.registry, mf.readings and mf.bindings have one partition count: billing's router joins them
-# by meter (co-partitioned: partition p of each holds the same meters), docs/architecture.md.
+# mf.registry, mf.readings, mf.bindings and mf.control-in have one partition count: billing's and
+# control's stateful stages join them by meter (co-partitioned: partition p of each holds the same
+# meters), docs/architecture.md.
 REGISTRY_TOPIC = capped(
     Topic(
         "mf.registry",
@@ -95,6 +96,16 @@ BILLING_IN = capped(
         "every fact billing's books fold, routed to its account's partition by billing's router",
     )
 )
+# Control's router re-keys what control folds besides readings and registry (commands, operator
+# facts, arrears alarms, accounts, tariffs) by meter: co-partitioned with mf.readings.
+CONTROL_IN = capped(
+    Topic(
+        "mf.control-in",
+        12,
+        "meter id",
+        "every fact control folds but readings and registry, routed to its meters' partitions by control's router",
+    )
+)
 # Billing's consequences, apart from its causes: billing never reads them back (two or more per
 # reading), and consumers that only need causes (control) never fetch them.
 LEDGER = capped(Topic("mf.ledger", 6, "account id", "charges, balance changes, postpaid bills, freezes"))
@@ -134,6 +145,7 @@ CATALOGUE: tuple[Topic, ...] = (
     ALARMS,
     COMMANDS,
     CONTROL,
+    CONTROL_IN,
     NOTIFICATIONS,
     IAM,
     DEAD_LETTER,

@@ -20,10 +20,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from libs.events.topics import BILLING, BILLING_IN, CATALOGUE
 from libs.stack.broker import ensure_topics
 from libs.stack.catchup import end_offsets, passed_by
+from libs.stack.partitioned import partition_ends
 from libs.stack.processor import Processor, Snapshots, make_app, serve_http
 from libs.stack.runtime import service_settings, setup_logging
 from services.billing import router
-from services.billing.partitioned import BillingPartitions, partition_ends
+from services.billing.partitioned import BillingPartitions
 from services.billing.replay import replay
 from services.billing.settings import BillingSettings
 from services.billing.worker import INPUTS, OWN_OUTPUTS, REPLAY_QUIET_S, BillingState, alarm_config
@@ -61,7 +62,7 @@ def build(
             alarms,
             settings.freeze_schedule,
             clock=clock,
-            end_offsets=partition_ends(ends, BILLING_IN.name, p),
+            end_offsets=partition_ends(ends, p),
         )
 
     books = BillingPartitions(partition)

@@ -10,13 +10,14 @@ its way is shown as ``pending`` next to it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from libs.events.acquisition import Medium
 from services.control.domain import lifecycle, policy
 from services.control.domain.lifecycle import CommandView
-from services.control.worker import ControlState, Meter
+from services.control.worker import Meter
 
 STATES = ("on", "off", "unknown", "pending")
 
@@ -62,11 +63,14 @@ def relay(meter: Meter, now: datetime) -> dict[str, Any]:
     }
 
 
-def meters(state: ControlState, now: datetime, wanted: str | None = None) -> list[dict[str, Any]]:
-    """Every meter's switch, optionally only those in state ``wanted`` (on|off|unknown|pending)."""
+def meters(
+    known: Mapping[tuple[str, str], Meter], now: datetime, wanted: str | None = None
+) -> list[dict[str, Any]]:
+    """Every meter's switch (of ``known``: a state's meters), optionally only those in state
+    ``wanted`` (on|off|unknown|pending)."""
     out = []
-    for key in sorted(state.meters):
-        view = relay(state.meters[key], now)
+    for key in sorted(known):
+        view = relay(known[key], now)
         if wanted is None or view["state"] == wanted or (wanted == "pending" and view["pending"]):
             out.append(view)
     return out

@@ -2,8 +2,11 @@
 runtime (:mod:`libs.stack.processor`).
 
 Control joins facts keyed by meter (readings, registry, commands, operator facts) with facts
-keyed by account (arrears alarms, ``AccountOpened`` for the directory), so the processor runs in
-global mode and the service as a single replica, like billing.
+keyed by account (arrears alarms, ``AccountOpened`` for the directory) and reference facts
+(tariffs, for parameter downloads). Its router (:mod:`services.control.router`) re-keys all but
+readings and registry onto mf.control-in by meter, so a :class:`ControlState` is the state of one
+meter partition (``owns``: its meters) and any number of replicas share the partitions
+(:mod:`libs.stack.partitioned`).
 
 Per meter the worker keeps a :class:`~services.control.domain.policy.MeterPolicy` (what the
 supply should be) and a :class:`~services.control.domain.lifecycle.MeterCommands` (what became of
@@ -73,7 +76,7 @@ from libs.events.control import (
     CommandTimedOut,
     OperatorFact,
 )
-from libs.events.topics import ALARMS, BILLING, COMMANDS, CONTROL, READINGS, REGISTRY_TOPIC, TARIFFS
+from libs.events.topics import CONTROL_IN, READINGS, REGISTRY_TOPIC
 from libs.stack.catchup import CatchUp, EndOffsets
 from libs.stack.deadletter import Rejected, reject
 from libs.stack.processor import Inbound, Outbound
@@ -84,9 +87,9 @@ from services.control.domain import lifecycle, parameters, policy
 from services.control.domain.lifecycle import ENDED, CommandView, MeterCommands, RetryPolicy
 from services.control.domain.policy import MeterPolicy
 
-INPUTS = (
-    REGISTRY_TOPIC.name, TARIFFS.name, BILLING.name, ALARMS.name, READINGS.name, COMMANDS.name, CONTROL.name,
-)  # fmt: skip
+# Co-partitioned by meter: everything else control folds comes through its router
+# (services/control/router.py) on mf.control-in.
+INPUTS = (REGISTRY_TOPIC.name, READINGS.name, CONTROL_IN.name)
 # Meter models that keep prices and alarm limits themselves (local prepaid, 本地费控): they get
 # parameter downloads. DDSY / DTSY / DSSY: single-phase, three-phase four-wire and three-wire
 # prepaid electricity meters (GB/T 17215 model codes). Remote-prepaid meters need none.
@@ -149,11 +152,15 @@ class ControlState:
         stale_after_s: float | None = None,
         settle_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
         """``end_offsets`` reads the inputs' end offsets (None: never treat input as a replay);
         meters whose model starts with one of ``parameter_models`` get parameter downloads.
         ``stale_after_s``: alarms and readings older than that (by ``clock``) hold the commands
-        they cause until the meter's stream has been quiet for ``settle_s`` (None: never)."""
+        they cause until the meter's stream has been quiet for ``settle_s`` (None: never).
+        ``owns(meter_id)``: whether the meter is this state's (a partition's); facts naming
+        several meters (an account's alarm, a batch) act on its own only (None: every meter)."""
+        self.owns = owns
         self.retry = retry or RetryPolicy()
         self.stale_after_s, self.settle_s, self.clock = stale_after_s, settle_s, clock
         self.parameter_models = tuple(parameter_models)
@@ -284,7 +291,7 @@ class ControlState:
         else:
             return []
         out: list[Event] = []
-        for meter_id in meter_ids:
+        for meter_id in meter_ids if self.owns is None else [m for m in meter_ids if self.owns(m)]:
             stale = not hold and self._stale(fact, (fact.project_id, meter_id))
             out += self._on_meter(self._meter(fact.project_id, meter_id), fact, hold or stale)
         return out
@@ -329,7 +336,12 @@ class ControlState:
         return out
 
     def _download(self, book: parameters.ParameterBook, candidates: list[CommandRequested]) -> list[Event]:
-        wanted = [c for c in candidates if self._keeps_parameters(c.project_id, c.meter_id)]
+        wanted = [
+            c
+            for c in candidates
+            if self._keeps_parameters(c.project_id, c.meter_id)
+            and (self.owns is None or self.owns(c.meter_id))
+        ]
         for command in wanted:
             book = parameters.apply(book, command)
             self._lifecycle(self._meter(command.project_id, command.meter_id), command)
@@ -411,6 +423,11 @@ class ControlState:
         if request.batch_id in self.batches:
             return []
         self.batches[request.batch_id] = request
+        if self.owns is not None:  # each partition expands its own meters of the batch
+            mine = tuple(m for m in request.meter_ids if self.owns(m))
+            if not mine:
+                return []
+            request = request.model_copy(update={"meter_ids": mine})
         expanded = batches.expand(request, self._batch_downloads(request))
         out = list(expanded)
         for fact in expanded:

@@ -115,7 +115,12 @@ def evaluate(
                 alarm_id=alarm_id,
                 kind=kind,
                 reason=f"balance {balance_fen} fen",
-                details={"balance_fen": str(balance_fen), "cause": cause_of(cause)},
+                # the meters too, as when raised: control's router routes by them (no state)
+                details={
+                    "balance_fen": str(balance_fen),
+                    "cause": cause_of(cause),
+                    "meter_ids": ",".join(subject.meter_ids),
+                },
                 **envelope,
             )
         )

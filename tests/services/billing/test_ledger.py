@@ -109,6 +109,7 @@ def test_alarm_levels_and_arrears_raised_and_cleared():
     assert {e.kind: e.details for e in out if isinstance(e, AlarmCleared)}[AlarmKind.ARREARS] == {
         "balance_fen": "900",
         "cause": "recharge",
+        "meter_ids": "m1",  # control's router routes the clear by them, as the raise
     }
     assert not [e for e in out if isinstance(e, CommandRequested)]
     assert b.account(P, "a1").alarms.keys() == {AlarmKind.BALANCE_LEVEL1}

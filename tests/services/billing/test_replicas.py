@@ -11,55 +11,30 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from libs.events import MeterReplaced
 from libs.events.topics import BILLING_IN, CATALOGUE, READINGS
-from libs.stack.broker import ensure_topics, free_port, partition_counts
+from libs.stack.broker import ensure_topics, partition_counts
 from services.billing.domain import oracle
 from services.billing.testing import live_balances, produce, scenario
-from tests.processes import stop
+from tests.processes import Replica, stop
 
 pytestmark = pytest.mark.slow
 
 
-class Replica:
-    """One billing worker process with its own state directory and ports."""
-
-    def __init__(self, base: dict[str, str], root: Path, name: str) -> None:
-        self.port = free_port()
-        self.env = dict(base, MF_STATE_DIR=str(root / name), MF_BILLING_HTTP_PORT=str(self.port),
-                        MF_BILLING_FAUST_PORT=str(free_port()))  # fmt: skip
-        self.log = root / f"{name}.log"
-        with open(self.log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.cli", "billing"], env=self.env,
-                                            stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-
-    def readyz(self) -> dict[str, object] | None:
-        try:
-            answer = httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2)
-        except httpx.HTTPError:
-            return None
-        return answer.json() if answer.status_code == 200 else None
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
+def replica(base: dict[str, str], root: Path, name: str) -> Replica:
+    return Replica("billing", base, root, name)
 
 
-def wait_ready(replica: Replica, within: float = 90) -> dict[str, object]:
-    deadline = time.monotonic() + within
-    while (ready := replica.readyz()) is None:
-        assert replica.process.poll() is None and time.monotonic() < deadline, replica.log.read_text()[-3000:]
-        time.sleep(0.5)
-    return ready
+def wait_ready(worker: Replica, within: float = 90) -> dict[str, Any]:
+    return worker.wait_ready(within)
 
 
 @pytest.mark.parametrize("replicas", [2, 3])
@@ -79,22 +54,22 @@ def test_replicas_killed_and_rolled_give_the_oracles_balances(
     loop = asyncio.new_event_loop()
     rng = random.Random(replicas)
     loop.run_until_complete(produce(bootstrap, reference))
-    workers = [Replica(base, tmp_path, f"w{i}") for i in range(replicas - 1)]
+    workers = [replica(base, tmp_path, f"w{i}") for i in range(replicas - 1)]
     names = iter(f"w{i}" for i in range(replicas - 1, 100))
     try:
         for w in workers:
             wait_ready(w)
         flowing = loop.create_task(produce(bootstrap, stream, duplicate_every=13, pace=150))
         loop.run_until_complete(asyncio.sleep(rng.uniform(3, 6)))
-        workers.append(Replica(base, tmp_path, next(names)))  # scale up: a rebalance mid-stream
+        workers.append(replica(base, tmp_path, next(names)))  # scale up: a rebalance mid-stream
         loop.run_until_complete(asyncio.sleep(rng.uniform(5, 9)))
         victim = workers.pop(rng.randrange(len(workers)))  # a node dies
         victim.kill()
-        workers.append(Replica(base, tmp_path, next(names)))  # its replacement, with no state
+        workers.append(replica(base, tmp_path, next(names)))  # its replacement, with no state
         loop.run_until_complete(asyncio.sleep(rng.uniform(5, 9)))
         # a rolling update: each worker's successor starts before it stops (they overlap)
         for old in list(workers):
-            workers.append(Replica(base, tmp_path, next(names)))
+            workers.append(replica(base, tmp_path, next(names)))
             loop.run_until_complete(asyncio.sleep(rng.uniform(1, 3)))
             workers.remove(old)
             stop(old.process)

@@ -78,7 +78,7 @@ def test_arrears_trips_every_meter_of_the_account_and_the_clear_closes_them() ->
     assert views.command(state.command(trips[0].command_id))["status"] == "acknowledged"  # type: ignore[arg-type]
     closes = requests(state.fold(cleared("a1", T + timedelta(minutes=5))))
     assert [(c.meter_id, c.action) for c in closes] == [("m1", Action.CLOSE), ("m2", Action.CLOSE)]
-    assert [v["meter_id"] for v in views.meters(state, T, "pending")] == ["m1", "m2"]
+    assert [v["meter_id"] for v in views.meters(state.meters, T, "pending")] == ["m1", "m2"]
 
 
 def test_meters_listed_on_the_alarm_are_tripped_before_the_account_is_known() -> None:
