@@ -36,7 +36,7 @@ def _documents() -> list[dict]:
 
 def test_single_state_workers_never_run_twice() -> None:
     deployments = _deployments()
-    for name in ("notify", "sink", "archive"):
+    for name in ("sink", "archive"):
         spec = deployments[f"meterflow-{name}"]["spec"]
         assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name
 
@@ -44,7 +44,7 @@ def test_single_state_workers_never_run_twice() -> None:
 def test_partitioned_processors_run_two_replicas_with_a_disruption_budget() -> None:
     deployments = _deployments()
     budgets = {d["metadata"]["name"]: d for d in _documents() if d["kind"] == "PodDisruptionBudget"}
-    for name in ("billing", "control"):
+    for name in ("billing", "control", "notify"):
         spec = deployments[f"meterflow-{name}"]["spec"]
         assert spec["replicas"] == 2 and spec["strategy"]["type"] == "RollingUpdate", name
         assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name

@@ -241,6 +241,11 @@ class Processor:
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
 
+    @property
+    def generation(self) -> int:
+        """How many assignments this processor has had (a revoke is followed by a new one)."""
+        return self._generation
+
     def _mine(self, tps: Iterable[TP]) -> dict[int, list[TP]]:
         by_group: dict[int, list[TP]] = {}
         for tp in tps:
@@ -628,10 +633,17 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int) -> faust.App:
-    """A Faust app configured for meterflow: raw bytes, no tables, our own offsets recovery."""
+def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int, singleton: bool = False) -> faust.App:
+    """A Faust app configured for meterflow: raw bytes, no tables, our own offsets recovery.
+    ``singleton``: one member of the group gets every partition, the others stand by
+    (:mod:`libs.stack.singleton`, for a processor in global mode)."""
     tune_gc()
     _short_fetch_wait()
+    extra: dict[str, Any] = {}
+    if singleton:
+        from libs.stack.singleton import SingleActiveAssignor
+
+        extra["PartitionAssignor"] = SingleActiveAssignor
     return faust.App(
         app_id,
         broker=f"kafka://{bootstrap}",
@@ -656,4 +668,5 @@ def make_app(app_id: str, bootstrap: str, datadir: Path, web_port: int) -> faust
         producer_linger_ms=1,
         topic_allow_declare=False,
         topic_disable_leader=True,
+        **extra,
     )

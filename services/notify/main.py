@@ -1,6 +1,7 @@
 """`meterflow notify [--check-config]`: decides and sends SMS and WeChat notifications.
 
-One process, one replica, two halves (docs/architecture.md, "Notify"):
+One process, two halves (docs/architecture.md, "Notify"); any number of replicas, one active
+(its group gives every partition to one member) and the others standing by:
 
 - the *decider*, a stream processor (:mod:`services.notify.worker`) over mf.billing, mf.ledger, mf.alarms,
   mf.commands and mf.notifications, folds who each account is and what it wants to hear, and
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -113,47 +114,111 @@ def channels(settings: NotifySettings, client: httpx.AsyncClient) -> dict[Channe
     }
 
 
+class SenderSlot:
+    """The sender of the active replica: one runs while this replica's decider holds the
+    partitions, and it is stopped (awaited) when they are revoked, before the group gives them to
+    another replica, so two senders never deliver at once. Each activation builds a fresh
+    :class:`Sender`, which catches up with mf.notifications before it sends."""
+
+    def __init__(self, make: Callable[[], Sender]) -> None:
+        self.make = make
+        self.sender = make()
+        self.task: asyncio.Task[None] | None = None
+        self.stop = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.sender, self.stop = self.make(), asyncio.Event()
+            self.task = asyncio.ensure_future(self.sender.run(self.stop))
+
+    async def halt(self, timeout: float = 10.0) -> None:
+        task, self.task = self.task, None
+        if task is None:
+            return
+        self.stop.set()
+        try:
+            await asyncio.wait_for(task, timeout)
+        except Exception:  # already logged by the sender; stopping regardless
+            log.warning("notify sender ended with an error")
+
+
 @dataclass
 class Notify:
-    """The wired service: Faust app, decider, sender and the HTTP client they share."""
+    """The wired service: Faust app, decider, the sender slot and the HTTP client they share."""
 
     app: faust.App
     processor: Processor
     state: NotifyState
-    sender: Sender
+    senders: SenderSlot
     client: httpx.AsyncClient
+
+    @property
+    def sender(self) -> Sender:
+        """The current (or last) sender."""
+        return self.senders.sender
+
+    @property
+    def standby(self) -> bool:
+        """Assigned nothing: another replica is active."""
+        return self.processor.assigned and not self.processor.owned
 
 
 def build(settings: NotifySettings, bootstrap: str) -> Notify:
-    """The Faust app with the decider attached, and the sender started as one of its tasks."""
+    """The Faust app with the decider attached and the sender run while it is active.
+
+    Notify's decider folds one global state (account- and meter-keyed facts together), so its
+    group has one active member (:class:`~libs.stack.singleton.SingleActiveAssignor`): extra
+    replicas stand by and take over when the active one leaves or dies."""
     state = NotifyState(max_age_s=settings.notify_max_age_s)
-    app = make_app("meterflow-notify", bootstrap, settings.snapshot_dir / "faust", settings.notify_faust_port)
+    app = make_app(
+        "meterflow-notify",
+        bootstrap,
+        settings.snapshot_dir / "faust",
+        settings.notify_faust_port,
+        singleton=True,
+    )
     processor = Processor(
         app, bootstrap, "notify", INPUTS, state, state, Snapshots(settings.snapshot_dir / "snapshots"),
         snapshot_every=settings.notify_snapshot_every_s, group_of=one_group,
     )  # fmt: skip
     client = httpx.AsyncClient(timeout=settings.notify_http_timeout_s)
-    sender = Sender(
-        bootstrap, channels(settings, client), state.settings_for, DeliveryPolicy(settings.limits)
+    senders = SenderSlot(
+        lambda: Sender(
+            bootstrap, channels(settings, client), state.settings_for, DeliveryPolicy(settings.limits)
+        )
     )
-    notify = Notify(app, processor, state, sender, client)
-    stop = asyncio.Event()
-    running: list[asyncio.Task[None]] = []
+    notify = Notify(app, processor, state, senders, client)
 
-    @app.task
-    async def start_sender() -> None:
-        running.append(asyncio.create_task(sender.run(stop)))
+    halted_at = [0]  # the processor's assignment generation when the sender was last halted
 
-    async def stop_sender(sender_: object, **kwargs: object) -> None:
-        stop.set()
-        for task in running:
-            try:
-                await asyncio.wait_for(task, 15)
-            except Exception:  # already logged by the sender; shutting down regardless
-                log.warning("notify sender ended with an error")
+    @app.timer(0.2)
+    async def activate() -> None:
+        """Run the sender once this replica's decider holds its partitions (Faust's signal
+        receivers do not run in order, so the processor's restore is watched, not awaited)."""
+        if processor.owned and not senders.running and processor.generation > halted_at[0]:
+            log.info("notify: active (the decider holds its partitions); the sender starts")
+            senders.start()
+        elif not processor.owned and senders.running:
+            await senders.halt()
+
+    async def revoked(sender_: object, tps: object = None, **kwargs: object) -> None:
+        # no sender until the next assignment: the revoke may reach this receiver before the
+        # processor's own (receivers run in no set order)
+        halted_at[0] = processor.generation
+        if senders.running:
+            log.info("notify: partitions revoked; the sender stops")
+        await senders.halt()  # before the group gives them to another replica
+
+    async def shutdown(sender_: object, **kwargs: object) -> None:
+        await senders.halt(15)
         await client.aclose()
 
-    app.on_before_shutdown.connect(stop_sender)  # type: ignore[arg-type]
+    app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(shutdown)  # type: ignore[arg-type]
     _serve_http(notify, settings.notify_http_port)
     return notify
 
@@ -166,21 +231,27 @@ def _serve_http(notify: Notify, port: int) -> None:
     dead = Counter("mf_notify_dead_letters", "decider inputs parked on mf.dead-letter", registry=registry)
     seen = {"dead_letters": 0}
     web = FastAPI(title="meterflow notify", docs_url=None, redoc_url=None)
-    sender, processor = notify.sender, notify.processor
+    processor = notify.processor
 
     @web.get("/healthz")
     def healthz(response: Response) -> dict[str, str]:
-        if sender.error is not None:  # the sender loop died: restart the process
+        sender = notify.sender
+        if notify.senders.running and sender.error is not None:  # the sender loop died: restart the process
             response.status_code = 503
             return {"status": "sender stopped", "error": repr(sender.error)}
         return {"status": "ok"}
 
     @web.get("/readyz")
     def readyz(response: Response) -> dict[str, object]:
-        ready = bool(processor.owned) and sender.ready and sender.error is None
+        # A standby is ready (idle); the active one once its decider caught up and its sender
+        # caught up with the log.
+        sender, standby = notify.sender, notify.standby
+        active = bool(processor.owned) and not processor.catching_up and sender.ready and sender.error is None
+        ready = standby or active
         response.status_code = 200 if ready else 503
         return {
             "ready": ready,
+            "role": "standby" if standby else "active",
             "decider_events": processor.stats.events,
             "sender_caught_up": sender.ready,
             "sender_error": repr(sender.error) if sender.error else None,
@@ -190,6 +261,7 @@ def _serve_http(notify: Notify, port: int) -> None:
 
     @web.get("/metrics")
     def metrics() -> Response:
+        sender = notify.sender
         for status, count in sender.sendlog.counts().items():
             rows.labels(status).set(count)
         stats = sender.stats
@@ -212,7 +284,7 @@ def _serve_http(notify: Notify, port: int) -> None:
         if status is not None and status not in STATUSES:
             response.status_code = 422
             return [{"error": f"status must be one of {sorted(STATUSES)}"}]
-        return sender.sendlog.query(account_id, recipient, status, limit, project_id)
+        return notify.sender.sendlog.query(account_id, recipient, status, limit, project_id)
 
     serve_http(notify.app, web, port)
 
