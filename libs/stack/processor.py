@@ -213,8 +213,16 @@ class Processor:
         group_of: Callable[[str, int], int] = lambda topic, partition: partition,
         tick_every: float | None = None,
         ignore: frozenset[str] = frozenset(),
+        stateless: Callable[[int], bool] | None = None,
     ) -> None:
+        """``stateless(group)``: the group keeps no state (a re-key stage's pass-through input): it
+        resumes where the consumer group committed, not from a snapshot (a worker without one
+        would otherwise read the partition again from offset 0 and write it all out again), and
+        the producer is flushed before each batch is acknowledged, so a committed offset never
+        runs ahead of the outputs of what it covers."""
         self.app, self.bootstrap, self.name, self.topics = app, bootstrap, name, tuple(topics)
+        self.stateless = stateless or (lambda group: False)
+        self._floating: set[int] = set()  # stateless groups owned: they start where Faust resumes
         self.handler, self.state, self.snapshots = handler, state, snapshots
         self.batch_size, self.within, self.snapshot_every = batch_size, within, snapshot_every
         self.group_of = group_of
@@ -273,6 +281,12 @@ class Processor:
             for partition in mine:
                 if partition in self.owned:
                     continue
+                if self.stateless(partition):
+                    self.state.restore(partition, None)
+                    self.owned.add(partition)
+                    self._floating.add(partition)
+                    self.next_offsets[partition] = {}  # from the first record Faust delivers
+                    continue
                 # read off the loop: a large state takes seconds to load, a stopped loop misses
                 # the consumer's heartbeats
                 found = await asyncio.to_thread(_read_snapshot, self.snapshots, partition)
@@ -310,17 +324,21 @@ class Processor:
     async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
         async with self._lock:
             lost = [p for p in self._mine(revoked) if p in self.owned]
-            if lost:
-                await self._snapshot(lost)
+            kept = [p for p in lost if p not in self._floating]  # stateless ones resume at the commit
+            if kept:
+                await self._snapshot(kept)
+            elif lost:
+                await self.app.producer.flush()
             for partition in lost:
                 self.state.forget(partition)
                 self.owned.discard(partition)
+                self._floating.discard(partition)
 
                 self.next_offsets.pop(partition, None)
 
     async def _on_shutdown(self, sender: Any, **kwargs: Any) -> None:
         async with self._lock:
-            await self._snapshot(sorted(self.owned))
+            await self._snapshot(sorted(self.owned - self._floating))
 
     async def _snapshot(self, partitions: Sequence[int], wait: bool = True) -> None:
         """Snapshot ``partitions``: state and offsets are taken now, serialised and written
@@ -404,6 +422,8 @@ class Processor:
         async for events in batches:
             async with self._lock:
                 await self._apply(await self._contiguous(events))
+                if self._floating:  # acknowledged when this returns: commits follow the outputs
+                    await self.app.producer.flush()
 
     async def _tick(self) -> None:
         tick = getattr(self.handler, "tick", None)
@@ -447,7 +467,7 @@ class Processor:
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
         if time.monotonic() - self._last_snapshot >= self.snapshot_every:
-            await self._snapshot(sorted(self.owned), wait=False)
+            await self._snapshot(sorted(self.owned - self._floating), wait=False)
 
     async def _catch_up(self, tps: Sequence[TP], generation: int) -> None:
         """Apply every assigned partition from the restored offset to the current end of the log."""
@@ -460,6 +480,8 @@ class Processor:
                     group = self.group_of(tp.topic, tp.partition)
                     if generation != self._generation or group not in self.owned:
                         return  # a newer rebalance took over
+                    if group in self._floating:
+                        continue  # Faust resumes it at the group's commit
                     key = f"{tp.topic}:{tp.partition}"
                     start, end = (
                         self.next_offsets[group].get(key, 0),
@@ -487,6 +509,8 @@ class Processor:
             if group not in self.owned:
                 continue  # a late record of a partition given away in a rebalance
             key = f"{m.topic}:{m.partition}"
+            if group in self._floating and key not in self.next_offsets[group]:
+                self.next_offsets[group][key] = m.offset  # where the group's commit resumed it
             expected = self.next_offsets[group].get(key, 0)
             if m.offset < expected:
                 continue  # already in the restored state

@@ -73,7 +73,7 @@ def build(
         Processor(
             app, bootstrap, "billing-router", router.INPUTS, routing, routing, Snapshots(snapshots / "router"),
             batch_size=settings.billing_batch_size, snapshot_every=settings.billing_snapshot_every_s,
-            group_of=router.group_of, ignore=router.IGNORED,
+            group_of=router.group_of, ignore=router.IGNORED, stateless=router.is_stateless,
         ),
         Processor(
             app, bootstrap, "billing", INPUTS, books, books, Snapshots(snapshots / "books"),

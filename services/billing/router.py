@@ -75,6 +75,12 @@ def group_of(topic: str, partition: int) -> int:
     return _STATELESS_BASE.get(topic, 0) + partition
 
 
+def is_stateless(group: int) -> bool:
+    """Whether a group is a pass-through input (mf.billing, mf.tariffs): no state to restore, it
+    resumes where the consumer group committed (libs.stack.processor ``stateless``)."""
+    return group >= STATELESS
+
+
 def account_partition(account_id: str, partitions: int = BILLING_IN.partitions) -> int:
     """The partition of mf.billing-in (and of mf.billing) an account's facts go to."""
     return partition_for(account_id.encode(), partitions)

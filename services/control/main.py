@@ -85,7 +85,7 @@ def build(settings: ControlSettings, bootstrap: str) -> tuple[faust.App, Control
         Processor(
             app, bootstrap, "control-router", router.INPUTS, routing, routing, Snapshots(snapshots / "router"),
             batch_size=settings.control_batch_size, snapshot_every=settings.control_snapshot_every_s,
-            group_of=router.group_of, ignore=router.IGNORED,
+            group_of=router.group_of, ignore=router.IGNORED, stateless=lambda group: True,
         ),
         Processor(
             app, bootstrap, "control", INPUTS, states, states, Snapshots(snapshots / "meters"),

@@ -19,8 +19,9 @@ from libs.events import AccountOpened, AlarmRaised
 from libs.events.base import utcnow
 from libs.events.billing import AlarmKind, BillingMode
 from libs.events.control import Action, CommandRequested
-from libs.events.topics import CATALOGUE, COMMANDS
+from libs.events.topics import CATALOGUE, COMMANDS, CONTROL_IN
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port
+from services.control import router
 from services.control.worker import INPUTS
 from tests.deadletters import events_on, letters_until, send_junk
 from tests.processes import stop
@@ -28,6 +29,7 @@ from tests.services.notify.helpers import produce
 
 pytestmark = pytest.mark.slow
 P = "p-dead"
+PARKED = len(router.INPUTS) + len(INPUTS) + 1  # junk on every input of both processors, and the poison
 
 
 def test_control_parks_poison_and_still_trips_a_meter_in_arrears(
@@ -52,15 +54,18 @@ def test_control_parks_poison_and_still_trips_a_meter_in_arrears(
         worker = subprocess.Popen([sys.executable, "-m", "services.cli", "control"], env=env, stdout=out,
                                   stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        junk = asyncio.run(send_junk(bootstrap, INPUTS))
+        # the router's inputs and the per-meter state's: each processor parks what it reads
+        junk = asyncio.run(send_junk(bootstrap, (*router.INPUTS, *INPUTS)))
         asyncio.run(produce(bootstrap, [poison, opened, arrears]))
-        letters = letters_until(bootstrap, len(INPUTS) + 1)
-        assert len(letters) == len(INPUTS) + 1, log.read_text()[-4000:]
+        letters = letters_until(bootstrap, PARKED)
+        assert len(letters) == PARKED, log.read_text()[-4000:]
         for topic, (partition, offset) in junk.items():
             (letter,) = [le for le in letters if le.headers["source"] == f"{topic}[{partition}]@{offset}"]
-            assert letter.service == "control" and letter.headers["error_type"] == "EventDecodeError"
+            assert letter.service == ("control" if topic in INPUTS else "control-router")
+            assert letter.headers["error_type"] == "EventDecodeError"
         (bad,) = [le for le in letters if le.headers["error_type"] == "ValueError"]
-        assert bad.topic == COMMANDS.name and "invalid literal for int()" in bad.headers["reason"]
+        # routed to its meter's partition, then folded (and parked) there
+        assert bad.topic == CONTROL_IN.name and "invalid literal for int()" in bad.headers["reason"]
 
         def trips() -> list[CommandRequested]:
             events = asyncio.run(events_on(bootstrap, COMMANDS.name))
@@ -72,9 +77,9 @@ def test_control_parks_poison_and_still_trips_a_meter_in_arrears(
             time.sleep(0.5)
         assert [(c.meter_id, c.action) for c in trips()] == [("m1", Action.TRIP)], log.read_text()[-4000:]
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
-        assert ready["ready"] and ready["dead_letters"] == len(INPUTS) + 1
+        assert ready["ready"] and ready["dead_letters"] == PARKED
         assert (
-            f"mf_control_dead_letters_total {len(INPUTS) + 1}.0"
+            f"mf_control_dead_letters_total {PARKED}.0"
             in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         )
     finally:
