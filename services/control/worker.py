@@ -104,7 +104,7 @@ POLICY = (MeterRegistered, AlarmRaised, AlarmCleared, ReadingRecorded, CommandRe
 UNUSED = frozenset(cls.TYPE for cls in LEDGER_FACTS)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPLAY_QUIET_S = 5.0
-SNAPSHOT_VERSION = 6  # bump when the state's shape changes: older snapshots are rebuilt from the log
+SNAPSHOT_VERSION = 7  # bump when the state's shape changes: older snapshots are rebuilt from the log
 COMPACT_EVERY = timedelta(minutes=10)  # how often the command index drops forgotten commands
 MAX_WAKES_PER_TICK = 1000  # per meter: a schedule far behind catches up over several ticks
 
@@ -139,6 +139,9 @@ class Snapshot:
     parameter_books: dict[str, parameters.ParameterBook] = field(default_factory=dict)
     models: dict[MeterKey, str] = field(default_factory=dict)
     version: int = 1  # snapshots before the version was recorded unpickle as 1
+    # commands a replay under way holds (sent at its end if still wanted): a snapshot taken mid-
+    # replay (a rebalance) that lost them left meters whose trip was never sent
+    held: dict[MeterKey, dict[str, CommandRequested]] = field(default_factory=dict)
 
 
 class ControlState:
@@ -198,6 +201,7 @@ class ControlState:
             self.index, self.batches, self.active = snap.index, snap.batches, snap.active
             positions = snap.positions
             self.parameter_books, self.models = snap.parameter_books, snap.models
+            self.held = {k: dict(v) for k, v in snap.held.items()}
             for meter in self.meters.values():  # configuration wins over the snapshot's
                 meter.commands = _with_policy(meter.commands, self.retry)
         self.catchup.begin(positions)
@@ -211,6 +215,7 @@ class ControlState:
             self.directory, {k: Meter(**vars(m)) for k, m in self.meters.items()}, dict(self.attempts),
             dict(self.index), dict(self.batches), set(self.active), dict(self.catchup.positions),
             dict(self.parameter_books), dict(self.models), SNAPSHOT_VERSION,
+            {k: dict(v) for k, v in self.held.items()},
         )  # fmt: skip
         return ChunkedPickle(snap)
 

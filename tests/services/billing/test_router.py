@@ -187,3 +187,15 @@ def test_a_tariff_billing_cannot_read_is_rejected_at_the_router_once_and_others_
     assert "kind" in rejected.reason
     for p in range(BILLING_IN.partitions):  # the good one still reaches every partition
         assert [e.event_id for e in out[("mf.billing-in", p)]] == [good.event_id]
+
+
+def test_readings_travel_on_as_reading_batches_and_other_facts_keep_their_place_between_them() -> None:
+    routing = router.Router()
+    routing.restore(0, None)
+    routing.handle([inbound(0, "mf.bindings", bound("m1", "a1", 0, "open-a1"))])
+    facts = [reading(at(2024, 1, 2), 1), reading(at(2024, 1, 3), 2), meter("m1"), reading(at(2024, 1, 4), 3)]
+    outputs = routing.handle([inbound(0, "mf.readings", *facts)])
+    kinds = [o.value.split(b",", 1)[0] for o in outputs]
+    assert kinds == [b'{"type":"acquisition.v1.reading_batch"', b'{"type":"meterflow.v1.event_batch"',
+                     b'{"type":"acquisition.v1.reading_batch"']  # fmt: skip
+    assert [e.event_id for o in outputs for e in CODEC.decode(o.value)] == [f.event_id for f in facts]

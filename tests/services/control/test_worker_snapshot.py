@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from libs.events import AlarmRaised
 from libs.events.base import Event
 from libs.events.billing import AlarmKind
+from libs.events.control import CommandRequested
 from services.billing.testing import at, scenario
 from services.control.worker import ControlState
 
@@ -40,3 +43,32 @@ def test_a_snapshot_of_a_site_is_the_state_when_taken() -> None:
     for fact in stream:
         restored.fold(fact)
     assert _meters(restored) == _meters(state)
+
+
+def test_commands_held_by_a_replay_survive_a_snapshot_taken_before_it_ends() -> None:
+    """A rebalance mid-replay snapshots the state; the next owner restores it at the snapshot's
+    offsets, past the alarm, so only the held command can still trip the meter."""
+
+    async def ends() -> dict[str, int]:
+        return {"mf.control-in:0": 10}
+
+    async def scenario_() -> None:
+        reference, _ = scenario("p", accounts=3, hours=1, seed=4)
+        state = ControlState(end_offsets=ends)
+        state.restore(0, None)  # a replay from nothing: records below offset 10 are historic
+        await asyncio.sleep(0)  # the end offsets are read
+        for fact in reference:
+            state.fold(fact, hold=True)
+        assert state.fold(_arrears("p-a1"), hold=True) == []  # held, not sent
+        assert state.held
+        blob = state.snapshot(0)()  # revoked here: written with the replay unfinished
+
+        restored = ControlState(end_offsets=ends)
+        restored.restore(0, blob)
+        restored.catchup.positions = {"mf.control-in:0": 10}  # applied to the end
+        await asyncio.sleep(0)
+        sent = [e for e in restored.tick(at(2024, 3, 1, 12, 1).timestamp()) if e.topic == "mf.commands"]
+        trips = [e for o in sent for e in restored.codec.decode(o.value) if isinstance(e, CommandRequested)]
+        assert [(t.meter_id, t.action.value) for t in trips] == [("p-m1", "trip")]
+
+    asyncio.run(scenario_())
