@@ -422,7 +422,12 @@ class Processor:
         async for events in batches:
             async with self._lock:
                 await self._apply(await self._contiguous(events))
-                if self._floating:  # acknowledged when this returns: commits follow the outputs
+                # acknowledged when this returns, so a commit follows the outputs of what it
+                # covers (only stateless groups resume at a commit: others at their snapshot,
+                # and a flush per batch of readings cost ~30 % of billing's throughput)
+                if self._floating and any(
+                    self.group_of(ev.message.topic, ev.message.partition) in self._floating for ev in events
+                ):
                     await self.app.producer.flush()
 
     async def _tick(self) -> None:
