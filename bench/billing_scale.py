@@ -53,13 +53,11 @@ from libs.events import (
     BalanceChanged,
     Codec,
     Event,
-    MeterRegistered,
     Rate,
     ReadingRecorded,
     RechargeAccepted,
     pack_readings,
 )
-from libs.events.billing import BillingMode
 from libs.events.codec import partition_for
 from libs.events.topics import BILLING_IN, BINDINGS, CATALOGUE, LEDGER, PARTITIONS_MAX, READINGS
 from libs.stack.broker import EmbeddedBroker, ensure_topics, free_port, high_watermarks
@@ -67,7 +65,7 @@ from libs.stack.processor import SLICE_EVENTS, Inbound, tune_gc
 from services.billing import router
 from services.billing.domain import oracle
 from services.billing.router import IGNORED, METER_FACTS, Router, account_partition, bindings_of, destinations
-from services.billing.testing import ROUTE, at, live_balances, scenario
+from services.billing.testing import ROUTE, at, live_balances, prepaid_account, scenario
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 FAILOVER_TARGET_S = 10.0
@@ -288,19 +286,9 @@ def one_partition_site(
         acct, meter, i = f"{project}-a{i}", f"{project}-m{i}", i + 1
         if account_partition(acct) != partition:
             continue
-        reference.append(MeterRegistered(
-            event_id=f"reg-{meter}", project_id=project, subject_id=meter, meter_id=meter, address=f"{i:012d}",
-            protocol="dlt645-2007", model="DDSY", medium="electricity", concentrator_id="c1", bus_id="b1",
-            time=at(2024, 1, 1),
-        ))  # fmt: skip
-        reference.append(AccountOpened(
-            event_id=f"open-{acct}", project_id=project, subject_id=acct, account_id=acct, mode=BillingMode.PREPAID,
-            meter_ids=(meter,), tariff_id=f"t{i % 2}", holder="住户", opened_by="op", time=at(2024, 1, 1),
-        ))  # fmt: skip
-        stream.append(RechargeAccepted(
-            event_id=f"rc-{acct}-0", project_id=project, subject_id=acct, account_id=acct, amount_fen=10_000,
-            idempotency_key=f"{acct}-0", operator_id="op", channel="wechat", time=start,
-        ))  # fmt: skip
+        registered, opened, first_recharge = prepaid_account(project, i - 1, start)
+        reference += [registered, opened]
+        stream.append(first_recharge)
         for h in range(hours):
             when = start + timedelta(hours=h)
             stream.append(ReadingRecorded(

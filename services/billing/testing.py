@@ -41,6 +41,27 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=SH)  # type: ignore[misc, arg-type]
 
 
+def prepaid_account(project: str, a: int, start: datetime) -> tuple[Event, Event, Event]:
+    """Meter ``a`` of the site registered, its prepaid account opened on tariff ``t{a % 2}``, and
+    the account's first recharge of 10,000 fen at ``start``."""
+    meter, acct = f"{project}-m{a}", f"{project}-a{a}"
+    return (
+        MeterRegistered(
+            event_id=f"reg-{meter}", project_id=project, subject_id=meter, meter_id=meter, address=f"{a:012d}",
+            protocol="dlt645-2007", model="DDSY", medium="electricity", concentrator_id="c1", bus_id="b1",
+            time=at(2024, 1, 1),
+        ),
+        AccountOpened(
+            event_id=f"open-{acct}", project_id=project, subject_id=acct, account_id=acct, mode=BillingMode.PREPAID,
+            meter_ids=(meter,), tariff_id=f"t{a % 2}", holder="住户", opened_by="op", time=at(2024, 1, 1),
+        ),
+        RechargeAccepted(
+            event_id=f"rc-{acct}-0", project_id=project, subject_id=acct, account_id=acct, amount_fen=10_000,
+            idempotency_key=f"{acct}-0", operator_id="op", channel="wechat", time=start,
+        ),
+    )  # fmt: skip
+
+
 def scenario(
     project: str, accounts: int, hours: int, seed: int, clears: float = 0.0
 ) -> tuple[list[Event], list[Event]]:
@@ -60,19 +81,9 @@ def scenario(
     stream: list[Event] = []
     for a in range(accounts):
         meter, acct = f"{project}-m{a}", f"{project}-a{a}"
-        reference.append(MeterRegistered(
-            event_id=f"reg-{meter}", project_id=project, subject_id=meter, meter_id=meter, address=f"{a:012d}",
-            protocol="dlt645-2007", model="DDSY", medium="electricity", concentrator_id="c1", bus_id="b1",
-            time=at(2024, 1, 1),
-        ))  # fmt: skip
-        reference.append(AccountOpened(
-            event_id=f"open-{acct}", project_id=project, subject_id=acct, account_id=acct, mode=BillingMode.PREPAID,
-            meter_ids=(meter,), tariff_id=f"t{a % 2}", holder="住户", opened_by="op", time=at(2024, 1, 1),
-        ))  # fmt: skip
-        stream.append(RechargeAccepted(
-            event_id=f"rc-{acct}-0", project_id=project, subject_id=acct, account_id=acct, amount_fen=10_000,
-            idempotency_key=f"{acct}-0", operator_id="op", channel="wechat", time=start,
-        ))  # fmt: skip
+        opening = prepaid_account(project, a, start)
+        reference += opening[:2]
+        stream.append(opening[2])
         total = Decimal(rng.randint(0, 5000))
         since: datetime | None = None
         for h in range(hours):
