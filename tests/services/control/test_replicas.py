@@ -173,15 +173,15 @@ def test_replicas_never_trip_keep_power_meters_and_end_as_the_alarms_say(
         workers.append(Replica("control", base, tmp_path, next(names)))  # its replacement, no state
         pause(4, 7)
         wave(3)
-        for old in list(workers):  # a rolling update: each successor starts before its old one stops
-            workers.append(Replica("control", base, tmp_path, next(names)))
-            pause(1, 3)
+        for old in list(workers):  # a rolling update as Kubernetes does it with maxUnavailable 0:
+            workers.append(successor := Replica("control", base, tmp_path, next(names)))
+            successor.wait_ready(180)  # each successor ready before its old one stops
             workers.remove(old)
             stop(old.process)
         wave(4)
         wave(5)
         for w in workers:
-            w.wait_ready(within=120)
+            w.wait_ready(within=180)
 
         def settled() -> bool:
             for a, meters in accounts.items():
